@@ -1,0 +1,156 @@
+"""What every model shares: device placement, DDP, EMA, learning rates, checkpoints, resume state."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from basicsr.models.lr_scheduler import build_scheduler, warmup_lr
+from basicsr.models.optimizers import build_optimizer
+from basicsr.utils.checkpoint import load_network, save_network
+from basicsr.utils.option_schema import FrozenDict
+from basicsr.utils.options import RunContext
+from basicsr.utils.performance import make_grad_scaler, prepare_network
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    """The bare network inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(net, (DistributedDataParallel, torch.nn.DataParallel)):
+            net = net.module
+        elif hasattr(net, '_orig_mod'):
+            net = net._orig_mod
+        else:
+            return net
+
+
+class BaseModel:
+    """Owns the networks, optimizers, schedulers, grad scaler and EMA of one run.
+
+    Args:
+        opt: validated, read-only options.
+        ctx: run-time context (device, rank, paths).
+    """
+
+    def __init__(self, opt: FrozenDict, ctx: RunContext):
+        self.opt = opt
+        self.ctx = ctx
+        self.device = ctx.device
+        self.is_train = ctx.is_train
+        self.perf = opt['performance']
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[Any] = []
+        self.scaler = make_grad_scaler(self.perf, self.device)
+        self.net_g_ema: torch.nn.Module | None = None
+
+    # ------------------------------------------------------------------ networks
+    def model_to_device(self, net: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+        """Move to the device, apply the performance settings, then wrap in DDP when distributed."""
+        net = prepare_network(net, self.perf, self.device)
+        if self.ctx.dist:
+            device_ids = [self.device.index] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+        return net
+
+    def init_ema(self, net: torch.nn.Module, decay: float) -> None:
+        """Keep an exponential moving average of ``net``'s weights (``train.ema_decay``)."""
+        self.ema_decay = decay
+        self.net_g_ema = copy.deepcopy(unwrap(net)).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self, net: torch.nn.Module) -> None:
+        ema_params = dict(self.net_g_ema.named_parameters())
+        for name, param in unwrap(net).named_parameters():
+            ema_params[name].lerp_(param.detach(), 1.0 - self.ema_decay)
+        for name, buffer in unwrap(net).named_buffers():
+            dict(self.net_g_ema.named_buffers())[name].copy_(buffer)
+
+    def load_pretrained(self, net: torch.nn.Module) -> None:
+        """Load ``path.pretrain_network_g`` into ``net`` when it is set."""
+        path_opt = self.opt['path']
+        if path_opt['pretrain_network_g'] is not None:
+            load_network(unwrap(net), path_opt['pretrain_network_g'], strict=path_opt['strict_load_g'],
+                         param_key=path_opt['param_key_g'])
+
+    # ------------------------------------------------------------------ optimisation
+    def setup_optimizer(self, net: torch.nn.Module) -> None:
+        train_opt = self.opt['train']
+        params = [p for p in net.parameters() if p.requires_grad]
+        self.optimizers = [build_optimizer(params, train_opt['optim_g'])]
+        if train_opt['scheduler'] is not None:
+            self.schedulers = [build_scheduler(opt, train_opt['scheduler']) for opt in self.optimizers]
+
+    def get_current_learning_rate(self) -> list[float]:
+        """Learning rate of each parameter group of the first optimizer."""
+        return [group['lr'] for group in self.optimizers[0].param_groups]
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """Step the schedulers (from the 2nd iteration on, as BasicSR), or set the warm-up lr.
+
+        With ``warmup_iter > 0`` the learning rate rises linearly during the first ``warmup_iter``
+        iterations from the initial lr of each group.
+        """
+        if current_iter > 1:
+            for scheduler in self.schedulers:
+                scheduler.step()
+        if current_iter < warmup_iter:
+            for optimizer in self.optimizers:
+                groups = optimizer.param_groups
+                initial = [group.setdefault('initial_lr', group['lr']) for group in groups]
+                for group, lr in zip(groups, warmup_lr(initial, current_iter, warmup_iter)):
+                    group['lr'] = lr
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_network(self, net: torch.nn.Module, current_iter: int | str, extra: dict | None = None) -> Path:
+        """Write ``models/net_g_<iter>.pth`` (``{'params': ...}`` plus ``params_ema`` with EMA)."""
+        path = self.ctx.paths.models / f'net_g_{current_iter}.pth'
+        extra = dict(extra or {})
+        if self.net_g_ema is not None:
+            extra['params_ema'] = {k: v.detach().cpu() for k, v in self.net_g_ema.state_dict().items()}
+        save_network(unwrap(net), path, param_key='params', extra=extra)
+        return path
+
+    def save_training_state(self, epoch: int, current_iter: int) -> Path:
+        """Write ``training_states/<iter>.state``: optimizers, schedulers, scaler, epoch, iteration."""
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+            'scaler': self.scaler.state_dict(),
+        }
+        folder = self.ctx.paths.training_states
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f'{current_iter}.state'
+        tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def resume_training(self, state: dict) -> None:
+        """Restore optimizers, schedulers and scaler from a training state dict, and the network
+        (and EMA) weights from ``models/net_g_<iter>.pth`` of the same iteration."""
+        if len(state['optimizers']) != len(self.optimizers) or len(state['schedulers']) != len(self.schedulers):
+            raise ValueError(
+                f"The training state has {len(state['optimizers'])} optimizer(s) and {len(state['schedulers'])} "
+                f'scheduler(s) but these options make {len(self.optimizers)} and {len(self.schedulers)}; '
+                'resume with the option file the state was written with.'
+            )
+        for optimizer, saved in zip(self.optimizers, state['optimizers']):
+            optimizer.load_state_dict(saved)
+        for scheduler, saved in zip(self.schedulers, state['schedulers']):
+            scheduler.load_state_dict(saved)
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+        checkpoint = self.ctx.paths.models / f"net_g_{state['iter']}.pth"
+        load_network(unwrap(self.net_g), checkpoint, strict=True)
+        if self.net_g_ema is not None:
+            load_network(self.net_g_ema, checkpoint, strict=True, param_key='params_ema')

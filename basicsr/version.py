@@ -1,0 +1,3 @@
+"""Version of the package (single source, read by setup.py)."""
+
+__version__ = '1.0.0'
