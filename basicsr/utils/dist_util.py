@@ -34,18 +34,16 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500) -> None:
         raise ValueError(f"launcher must be 'pytorch' or 'slurm' to start torch.distributed, got {launcher!r}")
 
 
-def _require_env(*names: str) -> None:
+def _require_env(launcher: str, names: tuple[str, ...], how: str) -> None:
     missing = [name for name in names if name not in os.environ]
     if missing:
-        raise RuntimeError(
-            f"--launcher pytorch needs the environment variables {', '.join(missing)}; start the program with "
-            "'torchrun --nproc_per_node=N basicsr/train.py ...' or 'python -m torch.distributed.launch ...', "
-            'or use --launcher none for a single process.'
-        )
+        raise RuntimeError(f"--launcher {launcher} needs the environment variables {', '.join(missing)}; {how}")
 
 
 def _init_dist_pytorch(backend: str) -> None:
-    _require_env('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+    _require_env('pytorch', ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                 "start the program with 'torchrun --nproc_per_node=N basicsr/train.py ...' or "
+                 "'python -m torch.distributed.launch ...', or use --launcher none for a single process.")
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if backend == 'nccl':
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -53,6 +51,8 @@ def _init_dist_pytorch(backend: str) -> None:
 
 
 def _init_dist_slurm(backend: str, port: int) -> None:
+    _require_env('slurm', ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+                 'start the program with srun, or use --launcher pytorch / none.')
     proc_id = int(os.environ['SLURM_PROCID'])
     ntasks = int(os.environ['SLURM_NTASKS'])
     node_list = os.environ['SLURM_NODELIST']

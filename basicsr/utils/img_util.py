@@ -53,7 +53,7 @@ def tensor2img(tensor, rgb2bgr: bool = True, out_type=np.uint8, min_max: tuple[f
         raise ValueError(f'out_type must be np.uint8 or np.float32, got {out_type}')
 
     def convert(t: torch.Tensor) -> np.ndarray:
-        t = t.detach().float().cpu().clamp_(*min_max)
+        t = t.detach().float().cpu().clamp(*min_max)
         t = (t - min_max[0]) / (min_max[1] - min_max[0])
         if t.dim() == 4:
             t = _tile(t)

@@ -57,10 +57,10 @@ class MessageLogger:
 
     Line format (BasicSR)::
 
-        [EFNet_exp..][epoch:  3, iter:   1,200, lr:(2.000e-04,)] [eta: 1:02:03, time (data): 0.412 (0.003)] l_pix: ...
+        [EFNet..][epoch:  3, iter:   1,200, lr:(2.000e-04,)] [eta: 1:02:03, time (data): 0.412 (0.003)] l_pix: ...
 
     Args:
-        name: experiment name (shortened to 8 characters in the line).
+        name: experiment name (its first 5 characters start the line).
         total_iter: last iteration, for the ETA.
         start_iter: the iteration the run (re)started from.
         tb_logger: a SummaryWriter or None.
@@ -81,7 +81,7 @@ class MessageLogger:
         """The log line for a dict with epoch, iter, lrs, time, data_time and loss values."""
         current_iter = log_vars['iter']
         lrs = ','.join(f'{lr:.3e}' for lr in log_vars['lrs'])
-        line = f"[{self.exp_name[:8]}..][epoch:{log_vars['epoch']:3d}, iter:{current_iter:8,d}, lr:({lrs},)] "
+        line = f"[{self.exp_name[:5]}..][epoch:{log_vars['epoch']:3d}, iter:{current_iter:8,d}, lr:({lrs},)] "
         if 'time' in log_vars:
             done = max(current_iter - self.start_iter, 1)
             seconds_per_iter = (time.time() - self.start_time) / done

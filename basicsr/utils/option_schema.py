@@ -17,6 +17,7 @@ with defaults filled in. The input is never modified.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ class Key(Node):
         return self._default is not MISSING
 
     def default(self) -> Any:
-        return self._default
+        return self._default if self._default is MISSING else copy.deepcopy(self._default)
 
     def expected(self) -> str:
         words = [_TYPE_WORDS.get(t, t.__name__) for t in self.types] or ['any value']

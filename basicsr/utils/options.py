@@ -323,13 +323,13 @@ def load_options(
     if not isinstance(tree, dict):
         raise OptionsError(f"Option file '{source}' must hold a mapping of keys at the top level, got "
                            f'{type(tree).__name__}.')
-    overrides = list(overrides)
+    tree = apply_overrides(tree, list(overrides), source)
     name = tree.get('name')
     if debug or (isinstance(name, str) and 'debug' in name):
-        overrides = list(DEBUG_OVERRIDES) + overrides
+        debug_overrides = list(DEBUG_OVERRIDES)
         if debug and isinstance(name, str) and not name.startswith('debug'):
-            overrides.append(f'name=debug_{name}')
-    tree = apply_overrides(tree, overrides, source)
+            debug_overrides.append(f'name=debug_{name}')
+        tree = apply_overrides(tree, debug_overrides, source)
     opt, problems = validate(tree, OPTION_SCHEMA)
     problems += _cross_field_problems(opt, is_train)
     if problems:

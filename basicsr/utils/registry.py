@@ -90,9 +90,9 @@ class Registry:
     def _load_builtin_modules(self) -> None:
         if self._modules_loaded:
             return
-        self._modules_loaded = True
         for module in self._modules:
-            importlib.import_module(module)
+            importlib.import_module(module)  # an import error surfaces here, at every lookup until fixed
+        self._modules_loaded = True
 
     def get(self, name: str) -> Any:
         """The object registered as ``name``.

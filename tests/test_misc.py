@@ -1,0 +1,93 @@
+"""Small helpers: seeding, archiving folders, file listing, the newest training state."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import torch
+
+from basicsr.utils import misc
+from basicsr.utils.misc import (
+    get_time_str,
+    mkdir_and_rename,
+    newest_training_state,
+    scandir,
+    set_random_seed,
+    sizeof_fmt,
+)
+
+
+def draws():
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+
+def test_set_random_seed_makes_python_numpy_and_torch_repeatable():
+    set_random_seed(10)
+    first = draws()
+    set_random_seed(10)
+    assert draws() == first
+    set_random_seed(11)
+    assert draws() != first
+
+
+def test_set_random_seed_accepts_seeds_beyond_32_bits():
+    set_random_seed(2**32 + 5)
+    first = draws()
+    set_random_seed(2**32 + 5)
+    assert draws() == first
+
+
+def test_time_string_format():
+    assert re.fullmatch(r'\d{8}_\d{6}', get_time_str())
+
+
+def test_mkdir_and_rename_creates_a_new_folder(tmp_path):
+    path = mkdir_and_rename(tmp_path / 'experiments' / 'exp')
+    assert path == tmp_path / 'experiments' / 'exp' and path.is_dir()
+
+
+def test_mkdir_and_rename_archives_an_existing_folder_instead_of_deleting_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(misc, 'get_time_str', lambda: '20250101_120000')
+    folder = tmp_path / 'exp'
+    folder.mkdir()
+    (folder / 'net_g_100.pth').write_text('weights 1')
+    mkdir_and_rename(folder)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert (tmp_path / 'exp_archived_20250101_120000' / 'net_g_100.pth').read_text() == 'weights 1'
+
+    (folder / 'net_g_200.pth').write_text('weights 2')
+    mkdir_and_rename(folder)  # same second: a suffix keeps both archives
+    assert (tmp_path / 'exp_archived_20250101_120000_1' / 'net_g_200.pth').read_text() == 'weights 2'
+    assert (tmp_path / 'exp_archived_20250101_120000' / 'net_g_100.pth').read_text() == 'weights 1'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'exp', 'exp_archived_20250101_120000', 'exp_archived_20250101_120000_1']
+
+
+def test_scandir(tmp_path):
+    for name in ('b.png', 'a.png', 'c.txt', 'sub/d.png', 'sub/deeper/e.PNG'):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text('x')
+    assert list(scandir(tmp_path)) == ['a.png', 'b.png', 'c.txt']
+    assert list(scandir(tmp_path, suffix='.png')) == ['a.png', 'b.png']
+    assert list(scandir(tmp_path, suffix=('.png', '.txt'))) == ['a.png', 'b.png', 'c.txt']
+    assert list(scandir(tmp_path, suffix='.png', recursive=True)) == ['a.png', 'b.png', 'sub/d.png']
+    assert list(scandir(str(tmp_path), recursive=True))[-1] == 'sub/deeper/e.PNG'
+
+
+def test_newest_training_state_compares_iterations_as_numbers(tmp_path):
+    for name in ('9.state', '10.state', '200.state', 'latest.state', '300.pth', '1000.state.bak'):
+        (tmp_path / name).write_text('x')
+    assert newest_training_state(tmp_path) == tmp_path / '200.state'
+
+
+def test_newest_training_state_without_states(tmp_path):
+    assert newest_training_state(tmp_path) is None
+    assert newest_training_state(tmp_path / 'missing') is None
+
+
+def test_sizeof_fmt():
+    assert sizeof_fmt(512) == '512.0 B'
+    assert sizeof_fmt(1536) == '1.5 KB'
+    assert sizeof_fmt(3 * 1024**3) == '3.0 GB'
