@@ -1,0 +1,40 @@
+"""The event mask that gates EFNet's EMGC module (the reference's ``voxel2mask``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+_CLOSING_KERNEL = np.ones((3, 3), dtype=np.uint8)
+
+
+def event_mask(voxel: Any) -> Any:
+    """Pixels where events occurred, closed with a 3x3 square: 255 = events, 0 = none.
+
+    A pixel is active if any channel of ``voxel`` is non-zero there. The active map is then closed once (dilation,
+    then erosion) with a 3x3 rectangular structuring element, using OpenCV's default border rule: pixels outside
+    the image never change the result (the dilation treats them as 0, the erosion as 255). A closing that pads with
+    zeros instead would erase active pixels along the image border.
+
+    Args:
+        voxel: (C, H, W) event tensor (e.g. SCER), any real dtype; numpy array or torch tensor (any device; the
+            closing runs on the CPU).
+
+    Returns:
+        (H, W) uint8 in {0, 255}: numpy array for numpy input, torch tensor on the input's device for torch input.
+
+    Raises:
+        ValueError: if ``voxel`` is not 3-D.
+        TypeError: if it is neither a numpy array nor a torch tensor.
+    """
+    if not isinstance(voxel, (np.ndarray, torch.Tensor)):
+        raise TypeError(f'event_mask: expected a numpy array or torch tensor, got {type(voxel).__name__}')
+    if voxel.ndim != 3:
+        raise ValueError(f'event_mask: expected a (C, H, W) event tensor, got shape {tuple(voxel.shape)}')
+    active = (voxel != 0).any(0)
+    active = active.cpu().numpy() if isinstance(voxel, torch.Tensor) else active
+    closed = cv2.morphologyEx(active.astype(np.uint8) * 255, cv2.MORPH_CLOSE, _CLOSING_KERNEL, iterations=1)
+    return torch.from_numpy(closed).to(voxel.device) if isinstance(voxel, torch.Tensor) else closed
