@@ -1,0 +1,119 @@
+"""Data sets and data loaders.
+
+``build_dataset`` finds a data set class by its ``type`` in ``DATASET_REGISTRY`` (which imports the
+data set modules on first use, so importing this package stays light); ``build_dataloader`` wraps it
+in a DataLoader configured like BasicSR's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from basicsr.data.data_sampler import EnlargedSampler
+from basicsr.data.prefetch_dataloader import (
+    CPUPrefetcher,
+    CUDAPrefetcher,
+    PrefetchDataLoader,
+)
+from basicsr.utils.registry import DATASET_REGISTRY
+
+__all__ = [
+    'CPUPrefetcher',
+    'CUDAPrefetcher',
+    'EnlargedSampler',
+    'PrefetchDataLoader',
+    'build_dataloader',
+    'build_dataset',
+    'worker_init_fn',
+]
+
+logger = logging.getLogger(__name__)
+
+
+def build_dataset(dataset_opt: Mapping[str, Any]) -> Dataset:
+    """Build the data set named by ``dataset_opt['type']`` and log its size.
+
+    Args:
+        dataset_opt: the options of one entry of ``datasets:`` (read-only; ``type`` and ``name`` used here,
+            the rest by the data set class).
+    """
+    dataset_cls = DATASET_REGISTRY.get(dataset_opt['type'])
+    dataset = dataset_cls(dataset_opt)
+    name = dataset_opt.get('name', dataset_opt['type'])
+    for path, count in getattr(dataset, 'samples_per_file', []):
+        logger.info('Data set %s: %d samples in %s', name, count, path)
+    logger.info('Data set %s (%s) built: %d samples.', name, dataset_opt['type'], len(dataset))
+    return dataset
+
+
+def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
+    """Seed Python's random, NumPy and torch of a loader worker with ``seed + worker_id + num_workers * rank``.
+
+    Every worker of every process gets its own seed (with ``seed = manual_seed + rank`` as BasicSR does).
+    """
+    worker_seed = seed + worker_id + num_workers * rank
+    random.seed(worker_seed)
+    np.random.seed(worker_seed % 2**32)
+    torch.manual_seed(worker_seed)
+
+
+def _phase_group(phase: str) -> str:
+    group = phase.split('_', 1)[0]
+    if group not in ('train', 'val', 'test'):
+        raise ValueError(f"data set phase must be train, val or test (or val_2, test_2, ...), got {phase!r}")
+    return group
+
+
+def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: int = 1, dist: bool = False,
+                     sampler: Sampler | None = None, seed: int | None = None, rank: int = 0) -> DataLoader:
+    """A DataLoader for ``dataset`` following the loader keys of ``dataset_opt``.
+
+    * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process (times
+      ``num_gpu`` without ``dist``, i.e. DataParallel), ``drop_last``; shuffled unless ``sampler`` is given
+      (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given.
+    * ``phase`` val / test: batch 1, in order, loaded in the main process.
+    * ``prefetch_mode: cpu``: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead.
+    * ``pin_memory`` and ``persistent_workers`` (only with workers) as given.
+
+    Args:
+        dataset: the data set.
+        dataset_opt: its options, with ``phase`` resolved (train, val or test).
+        num_gpu: GPUs of this process (0 for CPU counts as 1).
+        dist: distributed training (one process per GPU).
+        sampler: e.g. an :class:`EnlargedSampler` for training.
+        seed: base seed of the workers (``manual_seed + rank``); None leaves them to torch's defaults.
+        rank: this process's rank.
+    """
+    phase = _phase_group(dataset_opt.get('phase', 'train'))
+    kwargs: dict[str, Any] = {'dataset': dataset}
+    if phase == 'train':
+        multiplier = 1 if dist else max(num_gpu, 1)
+        num_workers = dataset_opt.get('num_worker_per_gpu', 0) * multiplier
+        kwargs.update(
+            batch_size=dataset_opt.get('batch_size_per_gpu', 1) * multiplier,
+            shuffle=sampler is None and dataset_opt.get('use_shuffle', True),
+            num_workers=num_workers,
+            sampler=sampler,
+            drop_last=True,
+        )
+        if seed is not None and num_workers > 0:
+            kwargs['worker_init_fn'] = functools.partial(worker_init_fn, num_workers=num_workers, rank=rank,
+                                                         seed=seed)
+    else:
+        num_workers = 0
+        kwargs.update(batch_size=1, shuffle=False, num_workers=0)
+    kwargs['pin_memory'] = dataset_opt.get('pin_memory', False)
+    kwargs['persistent_workers'] = dataset_opt.get('persistent_workers', False) and num_workers > 0
+    if dataset_opt.get('prefetch_mode') == 'cpu':
+        num_prefetch_queue = dataset_opt.get('num_prefetch_queue', 1)
+        logger.info('Using PrefetchDataLoader with num_prefetch_queue = %d.', num_prefetch_queue)
+        return PrefetchDataLoader(num_prefetch_queue=num_prefetch_queue, **kwargs)
+    return DataLoader(**kwargs)
