@@ -149,7 +149,7 @@ def train_pipeline(argv: list[str] | None = None) -> None:
 
     logger.info('End of training. Saving the latest model.')
     model.save(epoch=-1, current_iter='latest')
-    if val_loaders:
+    if val_loaders and current_iter % val_opt['val_freq'] != 0:  # not validated at this iteration yet
         validate(model, val_loaders, current_iter, tb_logger, logger)
     if tb_logger is not None:
         tb_logger.close()
