@@ -353,6 +353,12 @@ class Component(Node):
         self.skip = skip
         self.doc = doc
 
+    def has_default(self) -> bool:
+        return not self.required
+
+    def default(self) -> Any:
+        return None
+
     def own_keys(self, obj: Any) -> dict[str, Node]:
         schema = getattr(obj, 'option_schema', None)
         if schema is not None:

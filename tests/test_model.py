@@ -1,0 +1,245 @@
+"""The restoration model in process: loss composition, clipping, EMA, mixed precision, tiling, protocol crops."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.data.h5_layout import TrainingH5Writer
+from basicsr.models import build_model
+from basicsr.models.evaluation import format_table, summarize_records, tile_starts, tiled_forward
+from basicsr.utils.options import ExperimentPaths, RunContext, load_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_file(path: Path, num_items: int, height: int, width: int, channels: int = 6, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with TrainingH5Writer(path) as writer:
+        for _ in range(num_items):
+            sharp = rng.integers(0, 256, size=(3, height, width), dtype=np.uint8)
+            blurry = (sharp // 2 + 60).astype(np.uint8)
+            voxel = rng.normal(size=(channels, height, width)).astype(np.float32)
+            mask = (rng.random((1, height, width)) < 0.5).astype(np.uint8) * 255
+            writer.add(blurry, voxel=voxel, mask=mask, sharp=sharp)
+
+
+def make_model(tmp_path: Path, data: Path, is_train: bool = True, **changes):
+    options = {
+        'name': 'unit', 'model_type': 'ImageEventRestorationModel', 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tr', 'type': 'H5ImageDataset', 'dataroot': str(data), 'crop_size': 16,
+                      'return_mask': True, 'use_mask': True, 'batch_size_per_gpu': 2},
+            'val': {'name': 'va', 'type': 'H5ImageDataset', 'dataroot': str(data), 'return_mask': True,
+                    'use_mask': True},
+        },
+        'network_g': {'type': 'EFNet', 'wf': 8},
+        'path': {'root': str(tmp_path)},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 10,
+                  'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5}},
+        'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}, 'pbar': False, 'rgb2bgr': False},
+    }
+    for dotted, value in changes.items():
+        node = options
+        keys = dotted.split('__')
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    path = tmp_path / 'opt.yml'
+    path.write_text(yaml.safe_dump(options))
+    opt = load_options(path, is_train=is_train)
+    ctx = RunContext(opt_path=path, is_train=is_train, launcher='none', rank=0, world_size=1, local_rank=0,
+                     auto_resume=False, debug=False, device=torch.device('cpu'),
+                     paths=ExperimentPaths.derive(opt, is_train))
+    torch.manual_seed(0)
+    return build_model(opt, ctx), opt
+
+
+@pytest.fixture()
+def data(tmp_path) -> Path:
+    folder = tmp_path / 'data'
+    write_file(folder / 'seq_a.h5', num_items=2, height=24, width=20)
+    return folder
+
+
+def train_batch(opt):
+    dataset = build_dataset(opt['datasets']['train'])
+    return next(iter(build_dataloader(dataset, opt['datasets']['train'], seed=0)))
+
+
+def test_loss_is_the_sum_over_both_stages_and_gradients_are_clipped(tmp_path, data):
+    model, opt = make_model(tmp_path, data)
+    batch = train_batch(opt)
+    model.feed_data(batch)
+    with torch.no_grad():
+        out_1, out_2 = model.net_g(x=model.lq, event=model.voxel, mask=model.mask)
+
+    def psnr_loss(pred):
+        mse = ((pred - model.gt) ** 2).mean(dim=(1, 2, 3))
+        return 0.5 * 10 / math.log(10) * torch.log(mse + 1e-8).mean()
+
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    assert log['l_pix_1'] == pytest.approx(float(psnr_loss(out_1)), rel=1e-5)
+    assert log['l_pix_2'] == pytest.approx(float(psnr_loss(out_2)), rel=1e-5)
+    assert log['l_pix'] == pytest.approx(log['l_pix_1'] + log['l_pix_2'], rel=1e-6)
+    grads = [p.grad for p in model.net_g.parameters() if p.grad is not None]
+    assert len(grads) == len(list(model.net_g.parameters()))  # EMGC is trained: the mask is used
+    total_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert log['grad_norm'] > 0.01 and float(total_norm) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_stage_weights_and_no_clipping(tmp_path, data):
+    model, opt = make_model(tmp_path, data, train__stage_weights=[0.0, 1.0], train__use_grad_clip=False)
+    model.feed_data(train_batch(opt))
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    assert log['l_pix_1'] == 0.0 and log['l_pix'] == pytest.approx(log['l_pix_2'])
+    grads = [p.grad for p in model.net_g.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert float(norm) == pytest.approx(log['grad_norm'], rel=1e-5)
+
+
+def test_ema_weights_are_saved_and_used_for_testing(tmp_path, data):
+    model, opt = make_model(tmp_path, data, train__ema_decay=0.5)
+    before = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
+    model.feed_data(train_batch(opt))
+    model.optimize_parameters(1)
+    after = model.net_g.state_dict()
+    for name, ema in model.net_g_ema.state_dict().items():
+        assert torch.allclose(ema, 0.5 * before[name] + 0.5 * after[name], atol=1e-6)
+    model.save(epoch=0, current_iter=1)
+    checkpoint = torch.load(tmp_path / 'experiments/unit/models/net_g_1.pth', weights_only=True)
+    assert set(checkpoint) == {'params', 'params_ema', 'meta'}
+    assert checkpoint['meta']['network_g'] == {'type': 'EFNet', 'wf': 8, 'in_chn': 3, 'ev_chn': 6, 'depth': 3,
+                                               'fuse_before_downsample': True, 'relu_slope': 0.2,
+                                               'num_heads': [1, 2, 4]}
+    for name, value in model.net_g_ema.state_dict().items():
+        assert torch.equal(checkpoint['params_ema'][name], value)
+    with torch.no_grad():
+        expected = model.net_g_ema(x=model.lq, event=model.voxel, mask=model.mask)[-1]
+    assert torch.allclose(model.test(use_mask=True), expected)
+    assert not torch.allclose(model.test(use_mask=True), model.net_g(x=model.lq, event=model.voxel, mask=model.mask)[-1])
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path, data):
+    model, opt = make_model(tmp_path, data, performance={'amp': 'bf16'})
+    model.feed_data(train_batch(opt))
+    model.optimize_parameters(1)
+    assert all(math.isfinite(v) for v in model.get_current_log().values())
+
+
+def test_fp16_on_cpu_is_refused_naming_the_option(tmp_path, data):
+    with pytest.raises(ValueError, match='performance.amp: fp16 needs a CUDA device'):
+        make_model(tmp_path, data, performance={'amp': 'fp16'})
+
+
+def test_voxel_channels_must_match_the_network(tmp_path):
+    folder = tmp_path / 'data7'
+    write_file(folder / 'seq.h5', num_items=2, height=16, width=16, channels=7)
+    model, opt = make_model(tmp_path, folder)
+    with pytest.raises(ValueError, match='voxels with 7 channels but network_g.ev_chn is 6'):
+        model.feed_data(train_batch(opt))
+
+
+def test_tiled_validation_equals_the_mean_of_tile_outputs_and_tiles_the_mask(tmp_path, data):
+    model, opt = make_model(tmp_path, data, val__grids=True, val__crop_size=16, val__grid_overlap=4,
+                            val__max_minibatch=3)
+    seen = []
+    net = model.net_g
+
+    def recording_forward(x, event, mask=None):
+        seen.append((tuple(x.shape), tuple(event.shape), None if mask is None else tuple(mask.shape)))
+        return [x, x * 0 + 0.25]
+
+    model.net_g = lambda **kw: recording_forward(**kw)
+    model.net_g.training = False
+    model.net_g.eval = lambda: None
+    model.net_g.train = lambda mode=True: None
+    model.feed_data(next(iter(build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val']))))
+    output = model.test(use_mask=True)
+    assert output.shape == (1, 3, 24, 20)
+    assert torch.allclose(output, torch.full_like(output, 0.25))
+    # 24 x 20 with 16-pixel tiles, overlap >= 4: rows start at 0, 8; columns at 0, 4 -> 4 tiles, minibatches 3 + 1
+    assert seen == [((3, 3, 16, 16), (3, 6, 16, 16), (3, 1, 16, 16)), ((1, 3, 16, 16), (1, 6, 16, 16), (1, 1, 16, 16))]
+    model.net_g = net
+
+
+def test_tile_starts_cover_the_frame_with_the_overlap():
+    assert tile_starts(10, 16, 4) == [0]
+    assert tile_starts(720, 256, 32) == [0, 224, 448, 464]
+    for length, tile, overlap in [(100, 30, 7), (64, 16, 0), (257, 256, 32)]:
+        starts = tile_starts(length, tile, overlap)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s:s + tile] = True
+        assert covered.all() and starts[-1] + tile == length
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_forward_of_a_pixelwise_function_equals_the_full_forward():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 37, 50)
+    conv = torch.nn.Conv2d(3, 2, 1)
+    full = conv(x)
+    tiled = tiled_forward(lambda x: conv(x), {'x': x}, tile=16, overlap=5, max_minibatch=4)
+    assert torch.allclose(tiled, full, atol=1e-6)
+
+
+def test_reblur_protocol_evaluates_the_first_256_rows(tmp_path):
+    folder = tmp_path / 'reblur'
+    write_file(folder / 'seq.h5', num_items=1, height=260, width=8)
+    model, opt = make_model(tmp_path, folder, is_train=False, dataset_name='REBlur',
+                            model_type='TestImageEventRestorationModel', datasets={
+                                'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder),
+                                         'return_mask': True, 'use_mask': True}})
+    loader = build_dataloader(build_dataset(opt['datasets']['test']), opt['datasets']['test'])
+    result = model.validation(loader, opt['datasets']['test'], current_iter=-1, save_dir=tmp_path / 'vis')
+    from basicsr.utils.img_util import imread
+
+    assert imread(tmp_path / 'vis' / 'seq' / '0000.png').shape == (256, 8, 3)
+    batch = next(iter(loader))
+    gt = batch['frame_gt'][0, :, :256].numpy().transpose(1, 2, 0) * 255
+    lq = batch['frame'][0, :, :256].numpy().transpose(1, 2, 0) * 255
+    expected = 10 * np.log10(255 ** 2 / np.mean((np.round(lq).astype(np.float64) - np.round(gt)) ** 2))
+    assert result['records'][0]['input']['psnr'] == pytest.approx(expected, rel=1e-9)
+
+
+def test_summaries_and_table():
+    records = [
+        {'seq': 'a', 'output': {'psnr': 30.0}, 'input': {'psnr': 25.0}},
+        {'seq': 'a', 'output': {'psnr': 32.0}, 'input': {'psnr': 27.0}},
+        {'seq': 'b', 'output': {'psnr': 40.0}, 'input': {'psnr': 20.0}},
+    ]
+    summary = summarize_records(records)
+    assert summary['output'] == {'psnr': pytest.approx(34.0)}
+    assert summary['per_sequence']['a'] == {'output': {'psnr': 31.0}, 'input': {'psnr': 26.0}}
+    table = format_table('set', summary)
+    assert 'ALL' in table and '34.0000' in table and 'psnr out' in table
+
+
+@pytest.mark.parametrize('option_file', sorted(str(p.relative_to(ROOT)) for p in ROOT.glob('options/**/*.yml')))
+def test_shipped_option_files_build_network_and_datasets(option_file, tmp_path):
+    """Every shipped option file validates, and its network and data sets build on a tiny file."""
+    folder = tmp_path / 'tiny'
+    write_file(folder / 'seq.h5', num_items=2, height=260, width=260)
+    is_train = option_file.startswith('options/train')
+    raw = yaml.safe_load((ROOT / option_file).read_text())
+    overrides = [f'datasets:{key}:dataroot={folder}' for key in raw['datasets']]
+    overrides += ['path:pretrain_network_g=~', f'path:root={tmp_path}']
+    opt = load_options(ROOT / option_file, is_train=is_train, overrides=overrides)
+    from basicsr.archs import build_network
+
+    net = build_network(opt['network_g'])
+    assert sum(p.numel() for p in net.parameters()) > 0
+    for dataset_opt in opt['datasets'].values():
+        item = build_dataset(dataset_opt)[0]
+        assert item['voxel'].shape[0] == opt['network_g'].get('ev_chn', 6)
+        if dataset_opt['crop_size']:
+            assert item['frame'].shape[-2:] == (dataset_opt['crop_size'],) * 2
