@@ -26,6 +26,7 @@ endif
 	touch $@
 
 test: setup
+	$(PY) -m ruff check basicsr scripts tests
 	$(PY) -m pytest -q -n 2 tests
 
 lint: setup

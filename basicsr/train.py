@@ -2,7 +2,8 @@
 
     python basicsr/train.py -opt options/train/GoPro/EFNet.yml
     torchrun --nproc_per_node=4 basicsr/train.py -opt options/train/GoPro/EFNet.yml --launcher pytorch
-    python -m torch.distributed.launch --nproc_per_node=4 --master_port=4321 basicsr/train.py -opt ... --launcher pytorch
+    python -m torch.distributed.launch --nproc_per_node=4 --master_port=4321 basicsr/train.py -opt ... \
+        --launcher pytorch
 
 The loop owns iterations, timing, the log/validate/checkpoint schedule and resume; the model owns
 the data feeding, the step and its state.

@@ -27,7 +27,8 @@ def run_python():
         full_env = {**os.environ, **(env or {})}
         if repo_on_path:
             full_env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get('PYTHONPATH')]))
-        return subprocess.run([sys.executable, *args], check=False, cwd=cwd, env=full_env, capture_output=True, text=True,
+        return subprocess.run([sys.executable, *args], check=False, cwd=cwd, env=full_env, capture_output=True,
+                              text=True,
                               timeout=timeout)
 
     return run

@@ -77,7 +77,8 @@ def write_yaml(path: Path, options: dict) -> Path:
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     full_env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f'command failed: {args}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}'
+    assert result.returncode == 0, \
+        f'command failed: {args}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}'
     return result
 
 

@@ -185,6 +185,7 @@ def test_imread_unknown_flag(tmp_path):
 
 def test_imwrite_unknown_extension(tmp_path):
     path = tmp_path / 'img.xyz'
-    with pytest.raises(ValueError, match=re.escape(f"Cannot encode an image of shape (4, 5, 3) and dtype uint8 as '{path}'")):
+    message = f"Cannot encode an image of shape (4, 5, 3) and dtype uint8 as '{path}'"
+    with pytest.raises(ValueError, match=re.escape(message)):
         imwrite(bgr_image(), path)
     assert not path.exists()

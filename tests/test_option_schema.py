@@ -244,7 +244,8 @@ def sharpen(img, amount: float, clip: bool = True):
 class Noise:
     """A component whose keys come from its ``option_schema`` attribute."""
 
-    option_schema: ClassVar[dict[str, Key]] = {'std': Key(float, required=True, check=lambda v: None if v >= 0 else 'must be >= 0')}
+    option_schema: ClassVar[dict[str, Key]] = {
+        'std': Key(float, required=True, check=lambda v: None if v >= 0 else 'must be >= 0')}
 
     def __init__(self, opt):
         pass

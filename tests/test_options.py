@@ -411,7 +411,8 @@ def test_an_explicit_phase_is_checked(write_options, dataroot):
     tree['datasets']['test']['phase'] = 'tset'
     with pytest.raises(OptionsError) as info:
         load_options(write_options(tree), is_train=False)
-    assert problems_of(info) == ["datasets.test.phase: must be one of train, val, test, got 'tset'; did you mean 'test'?"]
+    assert problems_of(info) == [
+        "datasets.test.phase: must be one of train, val, test, got 'tset'; did you mean 'test'?"]
 
 
 def test_use_mask_needs_return_mask(write_options, dataroot):

@@ -67,7 +67,8 @@ def expected_voxel(begin, end):
                           num_bins=6, sensor_size=(HEIGHT, WIDTH))
 
 
-@pytest.mark.parametrize(('mode', 'windows', 'first_frame'), [('gopro', GOPRO_WINDOWS, 1), ('reblur', REBLUR_WINDOWS, 0)])
+@pytest.mark.parametrize(('mode', 'windows', 'first_frame'),
+                         [('gopro', GOPRO_WINDOWS, 1), ('reblur', REBLUR_WINDOWS, 0)])
 def test_make_voxels_windows(tmp_path, mode, windows, first_frame):
     raw_dir, out_dir = tmp_path / 'raw', tmp_path / 'out'
     raw_dir.mkdir()

@@ -176,7 +176,8 @@ class EventSimulator:
 
     def _log_image(self, frame: np.ndarray, t: float) -> np.ndarray:
         """(H·W,) float64 log(I + log_eps) of a grey frame."""
-        return np.log(_grey_intensity(frame, f'EventSimulator: the frame at t = {float(t)!r}') + self.log_eps).reshape(-1)
+        grey = _grey_intensity(frame, f'EventSimulator: the frame at t = {float(t)!r}')
+        return np.log(grey + self.log_eps).reshape(-1)
 
 
 def _grey_intensity(frame: np.ndarray, where: str) -> np.ndarray:

@@ -13,23 +13,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from basicsr.models.lr_scheduler import build_scheduler, warmup_lr
 from basicsr.models.optimizers import build_optimizer
-from basicsr.utils.checkpoint import load_network, save_network
+from basicsr.utils.checkpoint import load_network, save_network, unwrap_network
 from basicsr.utils.option_schema import FrozenDict
 from basicsr.utils.options import RunContext
 from basicsr.utils.performance import make_grad_scaler, prepare_network
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    """The bare network inside DDP / DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(net, (DistributedDataParallel, torch.nn.DataParallel)):
-            net = net.module
-        elif hasattr(net, '_orig_mod'):
-            net = net._orig_mod
-        else:
-            return net
 
 
 class BaseModel:
@@ -63,21 +52,21 @@ class BaseModel:
     def init_ema(self, net: torch.nn.Module, decay: float) -> None:
         """Keep an exponential moving average of ``net``'s weights (``train.ema_decay``)."""
         self.ema_decay = decay
-        self.net_g_ema = copy.deepcopy(unwrap(net)).eval().requires_grad_(False)
+        self.net_g_ema = copy.deepcopy(unwrap_network(net)).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update_ema(self, net: torch.nn.Module) -> None:
         ema_params = dict(self.net_g_ema.named_parameters())
-        for name, param in unwrap(net).named_parameters():
+        for name, param in unwrap_network(net).named_parameters():
             ema_params[name].lerp_(param.detach(), 1.0 - self.ema_decay)
-        for name, buffer in unwrap(net).named_buffers():
+        for name, buffer in unwrap_network(net).named_buffers():
             dict(self.net_g_ema.named_buffers())[name].copy_(buffer)
 
     def load_pretrained(self, net: torch.nn.Module) -> None:
         """Load ``path.pretrain_network_g`` into ``net`` when it is set."""
         path_opt = self.opt['path']
         if path_opt['pretrain_network_g'] is not None:
-            load_network(unwrap(net), path_opt['pretrain_network_g'], strict=path_opt['strict_load_g'],
+            load_network(unwrap_network(net), path_opt['pretrain_network_g'], strict=path_opt['strict_load_g'],
                          param_key=path_opt['param_key_g'])
 
     # ------------------------------------------------------------------ optimisation
@@ -115,7 +104,7 @@ class BaseModel:
         extra = dict(extra or {})
         if self.net_g_ema is not None:
             extra['params_ema'] = {k: v.detach().cpu() for k, v in self.net_g_ema.state_dict().items()}
-        save_network(unwrap(net), path, param_key='params', extra=extra)
+        save_network(unwrap_network(net), path, param_key='params', extra=extra)
         return path
 
     def save_training_state(self, epoch: int, current_iter: int) -> Path:
@@ -151,6 +140,6 @@ class BaseModel:
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
         checkpoint = self.ctx.paths.models / f"net_g_{state['iter']}.pth"
-        load_network(unwrap(self.net_g), checkpoint, strict=True)
+        load_network(unwrap_network(self.net_g), checkpoint, strict=True)
         if self.net_g_ema is not None:
             load_network(self.net_g_ema, checkpoint, strict=True, param_key='params_ema')

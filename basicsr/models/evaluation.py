@@ -45,7 +45,8 @@ def tiled_forward(
     first = next(iter(inputs.values()))
     height, width = first.shape[-2:]
     tile_h, tile_w = min(tile, height), min(tile, width)
-    boxes = [(top, left) for top in tile_starts(height, tile_h, overlap) for left in tile_starts(width, tile_w, overlap)]
+    rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+    boxes = [(top, left) for top in rows for left in cols]
     output = None
     weight = first.new_zeros(1, 1, height, width)
     for start in range(0, len(boxes), max_minibatch):

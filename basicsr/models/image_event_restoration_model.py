@@ -17,8 +17,9 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from basicsr.archs import build_network
-from basicsr.models.base_model import BaseModel, unwrap
+from basicsr.models.base_model import BaseModel
 from basicsr.models.evaluation import summarize_records, tiled_forward
+from basicsr.utils.checkpoint import unwrap_network
 from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.img_util import imwrite, tensor2img
 from basicsr.utils.option_schema import FrozenDict
@@ -157,7 +158,7 @@ class ImageEventRestorationModel(BaseModel):
     @torch.no_grad()
     def test(self, use_mask: bool) -> torch.Tensor:
         """Restore the fed frame: (B, 3, H, W) float32, not clamped. Uses the EMA weights if any."""
-        net = self.net_g_ema if self.net_g_ema is not None else unwrap(self.net_g)
+        net = self.net_g_ema if self.net_g_ema is not None else unwrap_network(self.net_g)
         was_training = net.training
         net.eval()
         mask = self.mask if use_mask else None

@@ -374,7 +374,8 @@ class Component(Node):
         type_name = value.get('type')
         if not isinstance(type_name, str):
             problems.append(
-                Problem(_join(path, 'type'), f'required key is missing or not a string (a registered {self.registry.name} name, '
+                Problem(_join(path, 'type'), 'required key is missing or not a string (a registered '
+                        f'{self.registry.name} name, '
                         f"one of: {', '.join(self.registry.keys())})")
             )
             return dict(value)

@@ -151,7 +151,8 @@ OPTION_SCHEMA = Section(
             {
                 'pretrain_network_g': Key((str, None), default=None, doc='checkpoint to start from / to test'),
                 'strict_load_g': Key(bool, default=True),
-                'param_key_g': Key((str, None), default='params', doc='params, params_ema or null for a bare state dict'),
+                'param_key_g': Key((str, None), default='params',
+                                   doc='params, params_ema or null for a bare state dict'),
                 'resume_state': Key((str, None), default=None, doc='a training_states/<iter>.state file'),
                 'training_states': Key((str, None), default=None, doc='accepted for compatibility; derived'),
                 'root': Key((str, None), default=None, doc='folder holding experiments/, results/, tb_logger/'),
@@ -194,7 +195,8 @@ OPTION_SCHEMA = Section(
                 'print_freq': Key(int, default=100, check=_positive),
                 'save_checkpoint_freq': Key(int, default=5000, check=_positive),
                 'use_tb_logger': Key(bool, default=True),
-                'wandb': Section({'project': Key((str, None), default=None), 'resume_id': Key((str, None), default=None)}),
+                'wandb': Section({'project': Key((str, None), default=None),
+                                  'resume_id': Key((str, None), default=None)}),
             }
         ),
         'dist_params': Section(
@@ -297,7 +299,8 @@ def apply_overrides(tree: Any, overrides: list[str], source: str) -> dict:
     return tree
 
 
-DEBUG_OVERRIDES = ('val:val_freq=8', 'logger:print_freq=1', 'logger:save_checkpoint_freq=8', 'logger:use_tb_logger=false')
+DEBUG_OVERRIDES = ('val:val_freq=8', 'logger:print_freq=1', 'logger:save_checkpoint_freq=8',
+                   'logger:use_tb_logger=false')
 
 
 def load_options(

@@ -106,7 +106,8 @@ class Registry:
             return self._obj_map[name]
         known = sorted(self._obj_map)
         hint = closest_match(str(name), known)
-        message = f"No {self._name} named '{name}' is registered. Known {self._name} names: {', '.join(known) or '(none)'}."
+        message = (f"No {self._name} named '{name}' is registered. "
+                   f"Known {self._name} names: {', '.join(known) or '(none)'}.")
         if hint is not None:
             message += f" Did you mean '{hint}'?"
         raise RegistryError(message)

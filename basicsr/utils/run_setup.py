@@ -6,7 +6,6 @@ import logging
 import random
 import shutil
 import sys
-from pathlib import Path
 
 import torch
 
