@@ -1,4 +1,8 @@
-"""Shared fixtures: the repository root and a helper that runs Python in a fresh process."""
+"""Shared fixtures: the repository root and a helper that runs Python in a fresh process.
+
+The suite runs in two pytest-xdist workers on two cores: each worker, and every process a test
+starts, uses one intra-op thread, since oversubscribed OpenMP threads stall badly.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+torch.set_num_threads(1)
 
 
 @pytest.fixture
