@@ -134,6 +134,7 @@ def test_distributed_training_two_processes_gloo(tiny_data, tmp_path, launcher):
                            '-opt', str(opt_file), '--launcher', 'pytorch'], cwd=tmp_path)
     log = result.stdout + result.stderr
     assert 'rank 0 of 2' in log
+    assert 'Evaluated 6 images of tiny-val.' in log  # each rank took its share, none twice
     models = tmp_path / 'experiments' / options['name'] / 'models'
     assert (models / 'net_g_2.pth').is_file() and (models / 'net_g_latest.pth').is_file()
     # 6 validation images split over 2 ranks, gathered on rank 0: seq_c and seq_d, 3 items each

@@ -79,7 +79,8 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
     * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process (times
       ``num_gpu`` without ``dist``, i.e. DataParallel), ``drop_last``; shuffled unless ``sampler`` is given
       (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given.
-    * ``phase`` val / test: batch 1, in order, loaded in the main process.
+    * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
+      torch.distributed), loaded in the main process.
     * ``prefetch_mode: cpu``: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead.
     * ``pin_memory`` and ``persistent_workers`` (only with workers) as given.
 
@@ -109,7 +110,7 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
                                                          seed=seed)
     else:
         num_workers = 0
-        kwargs.update(batch_size=1, shuffle=False, num_workers=0)
+        kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler)
     kwargs['pin_memory'] = dataset_opt.get('pin_memory', False)
     kwargs['persistent_workers'] = dataset_opt.get('persistent_workers', False) and num_workers > 0
     if dataset_opt.get('prefetch_mode') == 'cpu':

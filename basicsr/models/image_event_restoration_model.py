@@ -244,6 +244,7 @@ class ImageEventRestorationModel(BaseModel):
         if rank != 0:
             return None
         summary = summarize_records(records)
+        logger.info('Evaluated %d images of %s.', len(records), dataset_opt['name'])
         if tb_logger is not None:
             for name, value in summary['output'].items():
                 tb_logger.add_scalar(f"metrics/{dataset_opt['name']}/{name}", value, current_iter)
