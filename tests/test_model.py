@@ -244,3 +244,24 @@ def test_shipped_option_files_build_network_and_datasets(option_file, tmp_path):
         assert item['voxel'].shape[0] == opt['network_g'].get('ev_chn', 6)
         if dataset_opt['crop_size']:
             assert item['frame'].shape[-2:] == (dataset_opt['crop_size'],) * 2
+
+
+def test_pretrained_weights_are_read_from_the_chosen_entry(tmp_path, data):
+    from basicsr.archs import build_network
+
+    torch.manual_seed(1)
+    params, ema = build_network({'type': 'EFNet', 'wf': 8}).state_dict(), build_network({'type': 'EFNet', 'wf': 8})
+    checkpoint = tmp_path / 'ckpt.pth'
+    torch.save({'params': params, 'params_ema': ema.state_dict()}, checkpoint)
+    for key, changes, expected in [('param_key_g', {}, params), ('param_key', {'path__param_key': 'params_ema'},
+                                                                    ema.state_dict())]:
+        model, _ = make_model(tmp_path, data, path__pretrain_network_g=str(checkpoint), **changes)
+        for name, value in model.net_g.state_dict().items():
+            assert torch.equal(value, expected[name]), (key, name)
+
+
+def test_conflicting_param_keys_are_rejected(tmp_path, data):
+    from basicsr.utils.options import OptionsError
+
+    with pytest.raises(OptionsError, match="path.param_key: is 'params_ema' but path.param_key_g is 'params'"):
+        make_model(tmp_path, data, path__param_key='params_ema', path__param_key_g='params')

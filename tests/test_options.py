@@ -94,7 +94,7 @@ def test_a_valid_file_loads_frozen_with_defaults(write_options, dataroot):
                                 'fuse_before_downsample': True, 'relu_slope': 0.2, 'num_heads': (1, 2, 4)}
     assert opt['logger'] == {'print_freq': 100, 'save_checkpoint_freq': 5000, 'use_tb_logger': True,
                              'wandb': {'project': None, 'resume_id': None}}
-    assert opt['path']['root'] is None and opt['path']['param_key_g'] == 'params'
+    assert opt['path']['root'] is None and opt['path']['param_key_g'] is None and opt['path']['param_key'] is None
     assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500}
     assert opt['scale'] == 1 and opt['dataset_name'] is None
     with pytest.raises(TypeError, match='read-only'):

@@ -67,7 +67,7 @@ class BaseModel:
         path_opt = self.opt['path']
         if path_opt['pretrain_network_g'] is not None:
             load_network(unwrap_network(net), path_opt['pretrain_network_g'], strict=path_opt['strict_load_g'],
-                         param_key=path_opt['param_key_g'])
+                         param_key=path_opt['param_key_g'] or path_opt['param_key'] or 'params')
 
     # ------------------------------------------------------------------ optimisation
     def setup_optimizer(self, net: torch.nn.Module) -> None:

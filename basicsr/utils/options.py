@@ -151,8 +151,10 @@ OPTION_SCHEMA = Section(
             {
                 'pretrain_network_g': Key((str, None), default=None, doc='checkpoint to start from / to test'),
                 'strict_load_g': Key(bool, default=True),
-                'param_key_g': Key((str, None), default='params',
-                                   doc='params, params_ema or null for a bare state dict'),
+                'param_key_g': Key((str, None), default=None,
+                                   doc='checkpoint entry to load: params (default) or params_ema; a bare state '
+                                       'dict is read as it is'),
+                'param_key': Key((str, None), default=None, doc="the EFNet reference's name of param_key_g"),
                 'resume_state': Key((str, None), default=None, doc='a training_states/<iter>.state file'),
                 'training_states': Key((str, None), default=None, doc='accepted for compatibility; derived'),
                 'root': Key((str, None), default=None, doc='folder holding experiments/, results/, tb_logger/'),
@@ -255,6 +257,10 @@ def _cross_field_problems(opt: dict, is_train: bool) -> list[Problem]:
                 problems.append(Problem(f'train.{key}', 'required key is missing (needed for training)'))
     elif not any(_phase_of(k) in ('val', 'test') for k in datasets):
         problems.append(Problem('datasets', 'testing needs at least one datasets.test (or val) section'))
+    path = opt.get('path') or {}
+    if path.get('param_key_g') and path.get('param_key') and path['param_key_g'] != path['param_key']:
+        problems.append(Problem('path.param_key', f"is {path['param_key']!r} but path.param_key_g is "
+                                f"{path['param_key_g']!r}; set one of them"))
     val = opt.get('val') or {}
     if val.get('grids') and not val.get('crop_size'):
         problems.append(Problem('val.crop_size', 'val.grids: true needs the tile size val.crop_size'))
