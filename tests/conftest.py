@@ -6,9 +6,11 @@ starts, uses one intra-op thread, since oversubscribed OpenMP threads stall badl
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,15 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 torch.set_num_threads(1)
+
+
+def load_script(path: Path) -> types.ModuleType:
+    """A script file (e.g. under scripts/) imported as a module, to call its functions in this process."""
+    spec = importlib.util.spec_from_file_location(f'script_{path.stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the module runs
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

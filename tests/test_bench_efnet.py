@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from basicsr.archs.efnet_arch import EFNet
 
@@ -16,18 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'benchmark' / 'bench_
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('bench_efnet_script', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return load_script(SCRIPT)
 
 
 @pytest.mark.parametrize('with_mask', [True, False])

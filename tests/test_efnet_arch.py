@@ -23,15 +23,6 @@ from basicsr.utils.registry import ARCH_REGISTRY, RegistryError
 DATA = Path(__file__).resolve().parent / 'data'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is fastest, and OpenMP threads stall badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope='module')
 def reference():
     """Outputs of the reference EFNet (wf=16) on fixed 64x64 inputs, with its state dict."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from basicsr.archs.arch_util import count_parameters
 from basicsr.archs.efnet_arch import EFNet
@@ -19,10 +19,7 @@ SCRIPT = REPO_ROOT / 'scripts' / 'model_summary.py'
 @pytest.fixture(scope='module')
 def summary():
     """The script loaded as a module, to call ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location('model_summary_script', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def efnet_flops(height: int, width: int, wf: int = 64, depth: int = 3, num_heads=(1, 2, 4), in_chn: int = 3,

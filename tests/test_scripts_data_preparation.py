@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from basicsr.data.h5_image_dataset import H5ImageDataset
 from basicsr.data.h5_layout import inspect_training_h5
@@ -23,17 +22,9 @@ SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts' / 'data_preparation'
 STREET = Path(__file__).resolve().parent / 'data' / 'davis346_street' / 'street.aedat4'
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f'data_preparation_{name}', SCRIPTS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the module runs
-    spec.loader.exec_module(module)
-    return module
-
-
-make_voxels = load_script('make_voxels')
-make_synthetic_gopro = load_script('make_synthetic_gopro')
-convert_events = load_script('convert_events')
+make_voxels = load_script(SCRIPTS / 'make_voxels.py')
+make_synthetic_gopro = load_script(SCRIPTS / 'make_synthetic_gopro.py')
+convert_events = load_script(SCRIPTS / 'convert_events.py')
 
 # Hand-made recording: 5 frames at t = 0..4 s, 10 events; event j sits at pixel x = j (row j % 4).
 HEIGHT, WIDTH = 4, 12
