@@ -56,11 +56,12 @@ class BaseModel:
 
     @torch.no_grad()
     def update_ema(self, net: torch.nn.Module) -> None:
-        ema_params = dict(self.net_g_ema.named_parameters())
+        """ema <- decay * ema + (1 - decay) * weights; buffers are copied."""
+        ema_params, ema_buffers = dict(self.net_g_ema.named_parameters()), dict(self.net_g_ema.named_buffers())
         for name, param in unwrap_network(net).named_parameters():
             ema_params[name].lerp_(param.detach(), 1.0 - self.ema_decay)
         for name, buffer in unwrap_network(net).named_buffers():
-            dict(self.net_g_ema.named_buffers())[name].copy_(buffer)
+            ema_buffers[name].copy_(buffer)
 
     def load_pretrained(self, net: torch.nn.Module) -> None:
         """Load ``path.pretrain_network_g`` into ``net`` when it is set."""
