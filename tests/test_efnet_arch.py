@@ -121,7 +121,7 @@ def conv_params(c_in: int, c_out: int, kernel: int, bias: bool = True) -> int:
 
 
 def efnet_params(in_chn=3, ev_chn=6, wf=64, depth=3, num_heads=(1, 2, 4)) -> int:
-    """Parameter count of EFNet written from the architecture description (EFNET.md section 2)."""
+    """Parameter count of EFNet written from the architecture description (the published architecture)."""
     def body(c_in, c):
         return conv_params(c_in, c, 1) + conv_params(c_in, c, 3) + conv_params(c, c, 3)
 

@@ -48,7 +48,7 @@ def test_raw_h5_round_trip(tmp_path, colour):
     write_raw_events_h5(path, events, SENSOR, frames, frame_times, exposures, sharp, source='unit test')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['seq.h5']  # no temporary file left behind
 
-    with h5py.File(path, 'r') as f:  # the on-disk layout of EFNET.md 5.2
+    with h5py.File(path, 'r') as f:  # the raw-event on-disk layout
         assert f['events/ps'].dtype == np.uint8 and set(np.unique(f['events/ps'][()])) == {0, 1}
         assert f['events/xs'].dtype == np.int16 and f['events/ts'].dtype == np.float64
         assert list(f.attrs['sensor_resolution']) == list(SENSOR)

@@ -32,7 +32,7 @@ EVENT_TS = np.array([0.2, 0.5, 0.9, 1.5, 1.6, 2.4, 2.5, 3.1, 3.5, 3.9])
 EVENT_PS = np.array([1, -1, 1, 1, -1, 1, -1, -1, 1, 1], np.int8)
 FRAME_TS = np.arange(5.0)
 EXPOSURES = np.stack([FRAME_TS - 0.6, FRAME_TS + 0.55], axis=1)
-# Event slices [begin, end) per item, worked out by hand from the rules of EFNET.md 4.1.
+# Event slices [begin, end) per item, worked out by hand from the SCER window rules.
 GOPRO_WINDOWS = [(1, 3), (3, 6), (6, 8)]  # frames 1..3: [idx(mid(t_{i-1}, t_i)), idx(mid(t_i, t_{i+1})))
 REBLUR_WINDOWS = [(0, 2), (1, 4), (3, 7), (5, 9), (8, 10)]  # [idx(t_i - 0.6), idx(t_i + 0.55))
 

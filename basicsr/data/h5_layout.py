@@ -1,6 +1,7 @@
 """The training/test HDF5 layout of EFNet (one file per video sequence), in one place.
 
-Layout (EFNET.md 5.1), item index ``n = 0 .. N-1`` contiguous, ``N`` = number of keys under ``images``:
+Layout (also in datasets/README.md), item index ``n = 0 .. N-1`` contiguous, ``N`` = number of keys under
+``images``:
 
 =========================  =======  =========  ================================================
 key                        dtype    shape      content

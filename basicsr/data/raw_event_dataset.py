@@ -1,6 +1,6 @@
 """``RawEventDataset``: the items of H5ImageDataset computed on the fly from raw-event HDF5 files.
 
-Reads the raw-event layout (EFNET.md 5.2: events, blurry frames under ``images/``, optional ground truth under
+Reads the raw-event layout (datasets/README.md: events, blurry frames under ``images/``, optional ground truth under
 ``sharp_images/``) and computes, per item, the SCER voxel and event mask exactly as
 ``scripts/data_preparation/make_voxels.py`` would store them (same windows, bins and float32 timestamps; see
 :mod:`basicsr.data.scer_conversion`). With ``add_noise`` every access draws fresh voxel noise (from torch's

@@ -1,9 +1,11 @@
-"""Raw-event HDF5 (EFNET.md 5.2) -> training items: frame-aligned event windows, SCER voxels and event masks.
+"""Raw-event HDF5 -> training items: frame-aligned event windows, SCER voxels and event masks.
+
+Both layouts are described in datasets/README.md.
 
 Shared by ``scripts/data_preparation/make_voxels.py`` (writes training HDF5 files) and
 :class:`basicsr.data.raw_event_dataset.RawEventDataset` (computes the same items on the fly).
 
-Event windows per item (EFNET.md 4.1), with idx(t) = first event index with ts >= t:
+Event windows per item (the reference converters), with idx(t) = first event index with ts >= t:
 
 * ``gopro`` (frame-centred, the GoPro converter): item n is raw frame i = n + 1 for i = 1 .. F-2 (the first and
   last frame are dropped) and takes the events [idx((t_{i-1} + t_i) / 2), idx((t_i + t_{i+1}) / 2)), where t_i is

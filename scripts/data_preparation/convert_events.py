@@ -1,4 +1,4 @@
-"""Convert an event recording into the raw-event HDF5 layout (EFNET.md 5.2) that make_voxels.py reads.
+"""Convert an event recording into the raw-event HDF5 layout that make_voxels.py reads (see datasets/README.md).
 
 Inputs: DAVIS ``.aedat4`` recordings (events and APS frames with their exposure times, via the ``aedat`` package),
 ``.npz``, ``.txt``/``.csv`` (rows ``t x y p``) and raw-event ``.h5`` files (to cut a time window), read by

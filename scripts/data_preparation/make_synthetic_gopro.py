@@ -1,6 +1,6 @@
 """Make a small GoPro-like event deblurring data set from photographs that ship inside installed packages.
 
-For every sequence (EVENTS_AND_DATA.md section 5):
+For every sequence (the recipe of GoPro-like triples: one latent sharp video gives blur and events):
 
 1. a photograph (scikit-image's ``skimage.data`` colour images, matplotlib's ``grace_hopper.jpg``) is warped along a
    smooth random camera path (translation of about 0.5-1.3 pixels per 240 fps frame, small rotation and zoom), with a
@@ -10,15 +10,15 @@ For every sequence (EVENTS_AND_DATA.md section 5):
    blurry frames use consecutive, disjoint groups of sharp frames, as in GoPro;
 3. events come from ESIM (:class:`basicsr.events.EventSimulator`) run on the grey video, rendered with enough
    sub-steps that nothing moves by more than one pixel per step;
-4. the raw-event HDF5 file (EFNET.md 5.2; frames with ``timestamp`` = time of the sharp frame and exposure window)
-   is written to ``--raw_path``, then converted to the training layout (EFNET.md 5.1) exactly as
+4. the raw-event HDF5 file (frames with ``timestamp`` = time of the sharp frame and exposure window) is written
+   to ``--raw_path``, then converted to the training layout (both layouts: datasets/README.md) exactly as
    ``make_voxels.py --mode gopro`` does: frame-centred SCER windows, 6 bins, first and last frame dropped.
 
 ESIM parameters (an assumption; the thresholds behind the released GoPro events are not published): contrast
 thresholds C+ = C- = 0.2 (natural log), threshold noise sigma 0.03, log_eps 0.1, no refractory period.
 log_eps = 0.1 rather than 1e-3: with 1e-3, small interpolation changes of nearly black pixels become large log
 changes, giving 5x more events on the Hubble deep field and 2-3x on the other photographs; 0.1 also matched the
-event count of a real DAVIS recording (EVENTS_AND_DATA.md section 1). Per 256x256 blurry frame this gives roughly
+event count of a real DAVIS recording (tests/data/davis346_street). Per 256x256 blurry frame this gives roughly
 0.2-3 events per pixel.
 
 Frames are stored in BGR order (OpenCV), like the official files, so ``rgb2bgr: false`` writes correct PNGs.

@@ -1,4 +1,4 @@
-"""Convert raw-event HDF5 files (EFNET.md 5.2) into EFNet's training HDF5 layout (EFNET.md 5.1).
+"""Convert raw-event HDF5 files into EFNet's training HDF5 layout (both layouts: datasets/README.md).
 
 For every ``.h5`` file in ``--input_path`` (or that one file) it writes a file of the same name in ``--save_path``
 holding, per item, the blurry frame, the sharp frame (when the raw file has ``sharp_images``), the SCER voxel
