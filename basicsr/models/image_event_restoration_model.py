@@ -248,8 +248,9 @@ class ImageEventRestorationModel(BaseModel):
         if tb_logger is not None:
             for name, value in summary['output'].items():
                 tb_logger.add_scalar(f"metrics/{dataset_opt['name']}/{name}", value, current_iter)
-            for k, image in enumerate(preview):
-                tb_logger.add_image(f"val/{dataset_opt['name']}/{k}", image[0], current_iter)
+            for k, image in enumerate(preview):  # blurry | output | sharp; TensorBoard wants RGB
+                rgb = image[0] if self.opt['val']['rgb2bgr'] else image[0].flip(0)
+                tb_logger.add_image(f"val/{dataset_opt['name']}/{k}", rgb, current_iter)
         return {'records': records, 'summary': summary}
 
     def _evaluate_item(self, i: int, output: torch.Tensor, save_dir: Path | None, seq: str, index: int) -> dict:
