@@ -74,9 +74,6 @@ class MessageLogger:
         self.start_time = time.time()
         self.logger = get_root_logger()
 
-    def reset_start_time(self) -> None:
-        self.start_time = time.time()
-
     def format_line(self, log_vars: dict[str, Any]) -> str:
         """The log line for a dict with epoch, iter, lrs, time, data_time and loss values."""
         current_iter = log_vars['iter']
