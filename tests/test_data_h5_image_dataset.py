@@ -11,8 +11,9 @@ import torch
 
 from basicsr.data.h5_image_dataset import H5ImageDataset
 from basicsr.data.h5_layout import item_key, write_training_h5
-from basicsr.utils.option_schema import freeze
+from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import DATASET_REGISTRY
+from component_options import validated
 
 HEIGHT, WIDTH, CHANNELS = 12, 16, 6
 
@@ -48,7 +49,7 @@ def options(dataroot, **overrides):
            'norm_voxel': True, 'return_voxel': True, 'return_mask': True, 'return_gt_frame': True,
            'use_mask': True, 'crop_size': None, 'use_flip': False, 'use_rot': False, 'io_backend': {'type': 'h5'}}
     opt.update(overrides)
-    return freeze(opt)
+    return validated(DATASET_REGISTRY, opt)
 
 
 @pytest.fixture
@@ -267,16 +268,16 @@ def test_option_errors(one_file):
     root, _ = one_file
     with pytest.raises(ValueError, match=f'crop_size 13 is larger than the {HEIGHT}x{WIDTH} \\(HxW\\) frames'):
         H5ImageDataset(options(root, crop_size=13))
-    with pytest.raises(ValueError, match='use_mask: true needs return_mask: true'):
-        H5ImageDataset(options(root, return_mask=False))
-    with pytest.raises(ValueError, match='use_rot90 needs crop_size'):
-        H5ImageDataset(options(root, use_rot90=True))
-    with pytest.raises(ValueError, match='crop_size: must be an integer or null'):
-        H5ImageDataset(options(root, crop_size='big'))
-    with pytest.raises(ValueError, match="io_backend: type must be 'h5'"):
-        H5ImageDataset(options(root, io_backend={'type': 'disk'}))
-    with pytest.raises(ValueError, match='dataroot: required key is missing'):
-        H5ImageDataset({'norm_voxel': True})
+    with pytest.raises(InvalidInputError, match='use_mask: true needs return_mask: true'):
+        options(root, return_mask=False)
+    with pytest.raises(InvalidInputError, match='use_rot90 needs crop_size'):
+        options(root, use_rot90=True)
+    with pytest.raises(InvalidInputError, match='crop_size: must be an integer or null'):
+        options(root, crop_size='big')
+    with pytest.raises(InvalidInputError, match="io_backend: type must be 'h5'"):
+        options(root, io_backend={'type': 'disk'})
+    with pytest.raises(InvalidInputError, match='dataroot: required key is missing'):
+        validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'norm_voxel': True})
 
 
 def test_files_open_lazily_and_pickling_drops_handles(one_file):

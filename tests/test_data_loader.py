@@ -1,4 +1,4 @@
-"""build_dataset / build_dataloader, EnlargedSampler, worker seeding and the prefetchers."""
+"""The engine's build_dataset, build_dataloader, EnlargedSampler, worker seeding and the prefetchers."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from basicsr.data import (
     EnlargedSampler,
     PrefetchDataLoader,
     build_dataloader,
-    build_dataset,
     worker_init_fn,
 )
 from basicsr.data.h5_layout import write_training_h5
+from basicsr.engine.run_setup import build_dataset
 from basicsr.utils.option_schema import freeze
+from basicsr.utils.registry import DATASET_REGISTRY
+from component_options import validated
 
 
 class Numbers(Dataset):
@@ -88,15 +90,15 @@ def train_options(**overrides):
 
 
 def test_train_loader_batches_shuffles_and_drops_the_last_partial_batch():
-    loader = build_dataloader(Numbers(7), train_options(), num_gpu=1, seed=0)
+    loader = build_dataloader(Numbers(7), train_options(), seed=0)
     assert isinstance(loader, DataLoader) and not isinstance(loader, PrefetchDataLoader)
     assert (loader.batch_size, loader.drop_last, loader.num_workers) == (2, True, 0)
     assert isinstance(loader.sampler, torch.utils.data.RandomSampler)
     assert len(list(loader)) == 3
-    data_parallel = build_dataloader(Numbers(8), train_options(num_worker_per_gpu=1), num_gpu=2)
-    assert (data_parallel.batch_size, data_parallel.num_workers) == (4, 2)
+    with_workers = build_dataloader(Numbers(8), train_options(num_worker_per_gpu=1))
+    assert (with_workers.batch_size, with_workers.num_workers) == (2, 1)
     sampler = EnlargedSampler(Numbers(8), 1, 0)
-    with_sampler = build_dataloader(Numbers(8), train_options(), num_gpu=2, dist=True, sampler=sampler)
+    with_sampler = build_dataloader(Numbers(8), train_options(), dist=True, sampler=sampler)
     assert with_sampler.sampler is sampler and with_sampler.batch_size == 2
 
 
@@ -166,8 +168,9 @@ def test_build_dataset_logs_samples_per_file_and_total(tmp_path, caplog):
     for name, count in (('a.h5', 2), ('b.h5', 3)):
         blurry = [rng.integers(0, 256, (3, 4, 4), dtype=np.uint8) for _ in range(count)]
         write_training_h5(tmp_path / name, blurry, blurry, [np.ones((6, 4, 4), np.float32)] * count, None)
-    opt = freeze({'name': 'tiny', 'type': 'H5ImageDataset', 'phase': 'val', 'dataroot': str(tmp_path)})
-    with caplog.at_level(logging.INFO, logger='basicsr.data'):
+    opt = validated(DATASET_REGISTRY, {'name': 'tiny', 'type': 'H5ImageDataset', 'phase': 'val',
+                                       'dataroot': str(tmp_path)})
+    with caplog.at_level(logging.INFO, logger='basicsr.engine'):
         dataset = build_dataset(opt)
     assert len(dataset) == 5
     assert f'Data set tiny: 2 samples in {tmp_path / "a.h5"}' in caplog.text

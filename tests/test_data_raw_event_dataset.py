@@ -13,7 +13,13 @@ import torch
 
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.events import event_mask, events_to_scer, write_raw_events_h5
+from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import DATASET_REGISTRY
+from component_options import validated
+
+
+def raw_options(**keys):
+    return validated(DATASET_REGISTRY, {'type': 'RawEventDataset', **keys})
 
 HEIGHT, WIDTH, FRAMES = 6, 8, 4
 
@@ -40,7 +46,7 @@ def test_registered_with_its_own_keys():
 
 def test_gopro_items_match_an_independent_scer(tmp_path):
     events, frames = write_recording(tmp_path / 'rec.h5')
-    dataset = RawEventDataset({'dataroot': str(tmp_path), 'return_mask': True, 'norm_voxel': False})
+    dataset = RawEventDataset(raw_options(dataroot=str(tmp_path), return_mask=True, norm_voxel=False))
     assert len(dataset) == FRAMES - 2
     item = dataset[1]  # raw frame 2: events in [0.15, 0.25)
     window = (events['ts'] >= 0.15) & (events['ts'] < 0.25)
@@ -55,7 +61,7 @@ def test_gopro_items_match_an_independent_scer(tmp_path):
 
 def test_reblur_mode_keeps_every_frame_and_normalises(tmp_path):
     write_recording(tmp_path / 'rec.h5')
-    dataset = RawEventDataset({'dataroot': str(tmp_path), 'mode': 'reblur', 'num_bins': 4, 'keep_middle': True})
+    dataset = RawEventDataset(raw_options(dataroot=str(tmp_path), mode='reblur', num_bins=4, keep_middle=True))
     assert len(dataset) == FRAMES
     voxel = dataset[2]['voxel']
     assert voxel.shape == (5, HEIGHT, WIDTH) and not voxel[2].any()
@@ -64,8 +70,8 @@ def test_reblur_mode_keeps_every_frame_and_normalises(tmp_path):
 
 def test_add_noise_draws_fresh_noise_that_follows_the_torch_seed(tmp_path):
     write_recording(tmp_path / 'rec.h5')
-    dataset = RawEventDataset({'dataroot': str(tmp_path), 'add_noise': True, 'norm_voxel': False})
-    clean = RawEventDataset({'dataroot': str(tmp_path), 'norm_voxel': False})[0]['voxel']
+    dataset = RawEventDataset(raw_options(dataroot=str(tmp_path), add_noise=True, norm_voxel=False))
+    clean = RawEventDataset(raw_options(dataroot=str(tmp_path), norm_voxel=False))[0]['voxel']
     torch.manual_seed(5)
     first = dataset[0]['voxel']
     second = dataset[0]['voxel']
@@ -78,20 +84,20 @@ def test_add_noise_draws_fresh_noise_that_follows_the_torch_seed(tmp_path):
 def test_errors_name_the_file(tmp_path):
     write_recording(tmp_path / 'rec.h5', exposures=False, sharp=False)
     with pytest.raises(ValueError, match="'.*rec.h5' has no group 'sharp_images'.*return_gt_frame: false"):
-        RawEventDataset({'dataroot': str(tmp_path)})
+        RawEventDataset(raw_options(dataroot=str(tmp_path)))
     with pytest.raises(ValueError, match="'.*rec.h5': mode reblur needs the attributes 'exposure_start'"):
-        RawEventDataset({'dataroot': str(tmp_path), 'mode': 'reblur', 'return_gt_frame': False})
-    with pytest.raises(ValueError, match='num_bins: must be an even integer >= 2, got 5'):
-        RawEventDataset({'dataroot': str(tmp_path), 'num_bins': 5})
-    with pytest.raises(ValueError, match="mode: must be one of gopro, reblur, got 'esim'"):
-        RawEventDataset({'dataroot': str(tmp_path), 'mode': 'esim'})
+        RawEventDataset(raw_options(dataroot=str(tmp_path), mode='reblur', return_gt_frame=False))
+    with pytest.raises(InvalidInputError, match='num_bins: must be an even integer >= 2, got 5'):
+        raw_options(dataroot=str(tmp_path), num_bins=5)
+    with pytest.raises(InvalidInputError, match="mode: must be one of gopro, reblur, got 'esim'"):
+        raw_options(dataroot=str(tmp_path), mode='esim')
     with pytest.raises(ValueError, match='crop_size 7 is larger than the 6x8'):
-        RawEventDataset({'dataroot': str(tmp_path), 'return_gt_frame': False, 'crop_size': 7})
+        RawEventDataset(raw_options(dataroot=str(tmp_path), return_gt_frame=False, crop_size=7))
 
 
 def test_files_open_lazily_and_pickling_drops_handles(tmp_path):
     write_recording(tmp_path / 'rec.h5')
-    dataset = RawEventDataset({'dataroot': str(tmp_path)})
+    dataset = RawEventDataset(raw_options(dataroot=str(tmp_path)))
     assert dataset.open_files == 0
     first = dataset[0]
     assert dataset.open_files == 1

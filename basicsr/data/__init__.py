@@ -1,8 +1,8 @@
 """Data sets and data loaders.
 
-``build_dataset`` finds a data set class by its ``type`` in ``DATASET_REGISTRY`` (which imports the
-data set modules on first use, so importing this package stays light); ``build_dataloader`` wraps it
-in a DataLoader configured like BasicSR's.
+Data sets register in ``DATASET_REGISTRY`` (which imports their modules on first use, so importing this
+package stays light) and are built with ``build(DATASET_REGISTRY, dataset_opt)``; ``build_dataloader``
+wraps one in a DataLoader configured like BasicSR's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from basicsr.data.prefetch_dataloader import (
     CUDAPrefetcher,
     PrefetchDataLoader,
 )
-from basicsr.utils.registry import DATASET_REGISTRY
 
 __all__ = [
     'CPUPrefetcher',
@@ -31,27 +30,10 @@ __all__ = [
     'EnlargedSampler',
     'PrefetchDataLoader',
     'build_dataloader',
-    'build_dataset',
     'worker_init_fn',
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def build_dataset(dataset_opt: Mapping[str, Any]) -> Dataset:
-    """Build the data set named by ``dataset_opt['type']`` and log its size.
-
-    Args:
-        dataset_opt: the options of one entry of ``datasets:`` (read-only; ``type`` and ``name`` used here,
-            the rest by the data set class).
-    """
-    dataset_cls = DATASET_REGISTRY.get(dataset_opt['type'])
-    dataset = dataset_cls(dataset_opt)
-    name = dataset_opt.get('name', dataset_opt['type'])
-    for path, count in getattr(dataset, 'samples_per_file', []):
-        logger.info('Data set %s: %d samples in %s', name, count, path)
-    logger.info('Data set %s (%s) built: %d samples.', name, dataset_opt['type'], len(dataset))
-    return dataset
 
 
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
@@ -72,12 +54,12 @@ def _phase_group(phase: str) -> str:
     return group
 
 
-def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: int = 1, dist: bool = False,
+def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: bool = False,
                      sampler: Sampler | None = None, seed: int | None = None, rank: int = 0) -> DataLoader:
     """A DataLoader for ``dataset`` following the loader keys of ``dataset_opt``.
 
-    * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process (times
-      ``num_gpu`` without ``dist``, i.e. DataParallel), ``drop_last``; shuffled unless ``sampler`` is given
+    * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process,
+      ``drop_last``; shuffled unless ``sampler`` is given
       (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given.
     * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
       torch.distributed), loaded in the main process.
@@ -87,7 +69,6 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
     Args:
         dataset: the data set.
         dataset_opt: its options, with ``phase`` resolved (train, val or test).
-        num_gpu: GPUs of this process (0 for CPU counts as 1).
         dist: distributed training (one process per GPU).
         sampler: e.g. an :class:`EnlargedSampler` for training.
         seed: base seed of the workers (``manual_seed + rank``); None leaves them to torch's defaults.
@@ -96,10 +77,9 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
     phase = _phase_group(dataset_opt.get('phase', 'train'))
     kwargs: dict[str, Any] = {'dataset': dataset}
     if phase == 'train':
-        multiplier = 1 if dist else max(num_gpu, 1)
-        num_workers = dataset_opt.get('num_worker_per_gpu', 0) * multiplier
+        num_workers = dataset_opt.get('num_worker_per_gpu', 0)
         kwargs.update(
-            batch_size=dataset_opt.get('batch_size_per_gpu', 1) * multiplier,
+            batch_size=dataset_opt.get('batch_size_per_gpu', 1),
             shuffle=sampler is None and dataset_opt.get('use_shuffle', True),
             num_workers=num_workers,
             sampler=sampler,

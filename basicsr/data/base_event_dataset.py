@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from basicsr.utils.option_schema import Key, Section, validate
+from basicsr.utils.option_schema import Key
 
 logger = logging.getLogger(__name__)
 
@@ -79,20 +79,15 @@ SHARED_OPTION_SCHEMA: dict[str, Key] = {
 }
 
 
-def resolve_options(opt: Mapping[str, Any], schema: Mapping[str, Key], owner: str) -> dict[str, Any]:
-    """Values of the keys of ``schema`` in ``opt``, checked and with defaults filled in.
-
-    Keys of ``opt`` outside ``schema`` (loader keys such as ``batch_size_per_gpu``) are not looked at:
-    the option validator of the whole file rejects unknown keys.
-
-    Raises:
-        ValueError: listing every missing, mistyped or out-of-range key.
-    """
-    own = {key: value for key, value in opt.items() if key in schema}
-    resolved, problems = validate(own, Section(schema))
-    if problems:
-        raise ValueError(f'invalid {owner} options: ' + '; '.join(str(problem) for problem in problems))
-    return resolved
+def shared_option_rules(opt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rules across the shared keys, run by the option validator (``option_rules`` of the data sets)."""
+    problems = []
+    if opt['use_mask'] and not opt['return_mask']:
+        problems.append(('use_mask', 'use_mask: true needs return_mask: true'))
+    if opt['use_rot90'] and opt['crop_size'] is None:
+        problems.append(('use_rot90', 'use_rot90 needs crop_size (rotating non-square full frames gives items of '
+                         'different shapes in one batch)'))
+    return problems
 
 
 def list_dataroot_files(dataroot: str, suffixes: tuple[str, ...] = ('.h5', '.hdf5')) -> list[str]:
@@ -189,24 +184,25 @@ def _coin() -> bool:
 class BaseEventDataset(Dataset):
     """Index over several sequence files plus the shared augmentation and item assembly.
 
-    Subclasses set ``option_schema``, call :meth:`_setup_index` from ``__init__`` and implement
-    :meth:`_read_arrays`.
+    Subclasses set ``option_schema`` (and ``option_rules``), call :meth:`_setup_index` from ``__init__``
+    and implement :meth:`_read_arrays`.
 
     Args:
-        opt: the data set options (read-only mapping); keys of the loader (batch size, workers...) are ignored.
+        opt: the validated data set options (read-only mapping, checked against ``option_schema`` and
+            ``option_rules`` at load); keys of the loader (batch size, workers...) are ignored here.
     """
 
     option_schema: ClassVar[dict[str, Key]] = SHARED_OPTION_SCHEMA
+    option_rules = staticmethod(shared_option_rules)
+    takes_options: ClassVar[bool] = True
     file_suffixes: ClassVar[tuple[str, ...]] = ('.h5', '.hdf5')
+    channel_order: ClassVar[str] = 'BGR'
+    """Colour order of ``frame`` and ``frame_gt`` (the HDF5 files hold OpenCV's BGR)."""
+    voxel_channels: int | None = None
+    """Channels of ``voxel`` (compared with the network's ``ev_chn`` before the first batch); None: unknown."""
 
     def __init__(self, opt: Mapping[str, Any]):
-        self.opt = resolve_options(opt, self.option_schema, type(self).__name__)
-        if self.opt['use_mask'] and not self.opt['return_mask']:
-            raise ValueError(f'{type(self).__name__}: use_mask: true needs return_mask: true (the model gates '
-                             'EFNet with the mask, so the data set must return it)')
-        if self.opt['use_rot90'] and self.opt['crop_size'] is None:
-            raise ValueError(f'{type(self).__name__}: use_rot90 needs crop_size (rotating non-square full frames '
-                             'gives items of different shapes in one batch)')
+        self.opt = opt
         self.files = list_dataroot_files(self.opt['dataroot'], self.file_suffixes)
         mean, std = self.opt['mean'], self.opt['std']
         self._mean = None if mean is None else np.asarray(mean, np.float32).reshape(3, 1, 1)

@@ -67,7 +67,7 @@ class H5ImageDataset(BaseEventDataset):
         if len(channels) > 1:
             raise ValueError(f"the files of dataroot '{self.opt['dataroot']}' have voxels with different channel "
                              f'counts {sorted(channels)}; one data set must use one event representation')
-        self.voxel_channels = channels.pop() if channels else None
+        self.voxel_channels = channels.pop() if channels and self.opt['return_voxel'] else None
         self._readers = [TrainingH5Reader(info) for info in infos]
         self._max_abs_cache: dict[tuple[int, int], float] = {}
         self._setup_index([info.num_items for info in infos], [info.frame_size for info in infos])

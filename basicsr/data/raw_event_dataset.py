@@ -67,6 +67,7 @@ class RawEventDataset(BaseEventDataset):
 
     def __init__(self, opt: Mapping[str, Any]):
         super().__init__(opt)
+        self.voxel_channels = opt['num_bins'] + int(opt['keep_middle']) if opt['return_voxel'] else None
         self._windows, self._origins, frame_sizes = [], [], []
         for path in self.files:
             with RawEventH5(path) as raw:

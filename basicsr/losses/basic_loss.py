@@ -1,6 +1,6 @@
 """Pixel losses: L1, MSE, Charbonnier and EFNet's PSNR loss.
 
-Every loss takes ``forward(pred, target, weight=None)`` on (N, C, H, W) tensors, computes in float32
+Every loss takes ``forward(pred, target)`` on (N, C, H, W) tensors, computes in float32
 whatever the input dtype (bf16/fp16 under autocast included) and returns a float32 tensor scaled by
 ``loss_weight``. ``reduction`` is 'none', 'mean' or 'sum'.
 """
@@ -8,33 +8,36 @@ whatever the input dtype (bf16/fp16 under autocast included) and returns a float
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from basicsr.losses.loss_util import check_loss_inputs, check_reduction, weighted_reduce
+from basicsr.losses.loss_util import REDUCTIONS, check_loss_inputs, reduce_loss
 from basicsr.metrics.metric_util import Y_COEFFICIENTS_RGB, Y_OFFSET
+from basicsr.utils.option_schema import Key
 from basicsr.utils.registry import LOSS_REGISTRY
 
 PSNR_LOSS_EPS = 1e-8
 """Added to the MSE inside PSNRLoss's logarithm (the reference's value)."""
 
 
-def _as_float32(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
-    return [None if t is None else t.float() for t in tensors]
+REDUCTION = Key(str, default='mean', choices=REDUCTIONS, doc="'none', 'mean' or 'sum'")
+LOSS_WEIGHT = Key(float, default=1.0, doc='factor applied to the reduced loss')
 
 
 class _ElementwiseLoss(nn.Module):
-    """Base of the losses computed pixel by pixel, then weighted and reduced.
+    """Base of the losses computed pixel by pixel, then reduced.
 
     Args:
         loss_weight: factor applied to the reduced loss.
         reduction: 'none' (per-element loss, (N, C, H, W)), 'mean' or 'sum'.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {'loss_weight': LOSS_WEIGHT, 'reduction': REDUCTION}
+
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean'):
         super().__init__()
-        check_reduction(reduction, type(self).__name__)
         self.loss_weight = loss_weight
         self.reduction = reduction
 
@@ -42,21 +45,18 @@ class _ElementwiseLoss(nn.Module):
         """Per-element loss of float32 tensors of the same shape."""
         raise NotImplementedError
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Weighted, reduced loss.
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Reduced loss.
 
         Args:
             pred: (N, C, H, W) prediction, any floating dtype.
             target: (N, C, H, W) ground truth.
-            weight: optional non-negative weights broadcastable to (N, C, H, W), e.g. (N, 1, H, W);
-                'mean' then divides by the sum of the (broadcast) weights.
 
         Returns:
             float32 scalar, or (N, C, H, W) for reduction 'none'.
         """
-        check_loss_inputs(pred, target, weight, type(self).__name__)
-        pred, target, weight = _as_float32(pred, target, weight)
-        return self.loss_weight * weighted_reduce(self.elementwise(pred, target), weight, self.reduction)
+        check_loss_inputs(pred, target, type(self).__name__)
+        return self.loss_weight * reduce_loss(self.elementwise(pred.float(), target.float()), self.reduction)
 
 
 @LOSS_REGISTRY.register()
@@ -85,6 +85,11 @@ class CharbonnierLoss(_ElementwiseLoss):
         eps: added under the square root; keeps the gradient finite at zero error.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {
+        **_ElementwiseLoss.option_schema,
+        'eps': Key(float, default=1e-12, doc='added under the square root'),
+    }
+
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean', eps: float = 1e-12):
         super().__init__(loss_weight, reduction)
         self.eps = eps
@@ -110,9 +115,14 @@ class PSNRLoss(nn.Module):
             The weights live in a buffer: move the loss to the images' device with ``.to(device)``.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {
+        'loss_weight': LOSS_WEIGHT,
+        'reduction': REDUCTION,
+        'toY': Key(bool, default=False, doc='compare the BT.601 luma of RGB images'),
+    }
+
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean', toY: bool = False):
         super().__init__()
-        check_reduction(reduction, type(self).__name__)
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.toY = toY
@@ -126,30 +136,21 @@ class PSNRLoss(nn.Module):
             raise ValueError(f'PSNRLoss(toY=True) needs (N, 3, H, W) RGB images, got shape {tuple(img.shape)}.')
         return Y_OFFSET / 255.0 + (img * self.y_weights).sum(dim=1, keepdim=True)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of a batch.
 
         Args:
             pred: (N, C, H, W) prediction in [0, 1] (RGB when ``toY``), any floating dtype.
             target: (N, C, H, W) ground truth in [0, 1].
-            weight: optional non-negative per-pixel weights broadcastable to the compared images
-                ((N, 1, H, W) always works); MSE_n becomes the weighted mean of the squared error.
 
         Returns:
             float32 scalar, or (N,) for reduction 'none'.
         """
-        check_loss_inputs(pred, target, None, type(self).__name__)
-        pred, target, weight = _as_float32(pred, target, weight)
+        check_loss_inputs(pred, target, type(self).__name__)
+        pred, target = pred.float(), target.float()
         if self.toY:
             pred, target = self.to_y(pred), self.to_y(target)
-        if weight is not None:
-            check_loss_inputs(pred, target, weight, type(self).__name__)
-        squared_error = (pred - target) ** 2
-        if weight is None:
-            mse = squared_error.flatten(1).mean(dim=1)
-        else:
-            weight = weight.expand_as(squared_error)
-            mse = (squared_error * weight).flatten(1).sum(dim=1) / weight.flatten(1).sum(dim=1)
+        mse = ((pred - target) ** 2).flatten(1).mean(dim=1)
         per_image = self.loss_weight * self.scale * torch.log(mse + PSNR_LOSS_EPS)
         if self.reduction == 'none':
             return per_image

@@ -1,10 +1,7 @@
 """Helpers shared by the image metrics: input checks, layout, the Y channel and Gaussian filtering.
 
-Two array conventions live side by side (see :mod:`basicsr.metrics.psnr_ssim`):
-
-* numpy images as BasicSR's metrics take them: ``(H, W, C)`` (or ``(C, H, W)``, or ``(H, W)``),
-  uint8 or float, values on the [0, 255] scale, colour channels in OpenCV's **BGR** order;
-* torch tensors as networks produce them: ``(N, C, H, W)``, values in [0, 1], **RGB** order.
+Images are numpy arrays as BasicSR's metrics take them: ``(H, W, C)`` (or ``(C, H, W)``, or ``(H, W)``),
+uint8 or float, values on the [0, 255] scale, colour channels in OpenCV's **BGR** order.
 
 Every Gaussian filter here is the separable 11-tap kernel of sigma 1.5 (the one of
 ``cv2.getGaussianKernel(11, 1.5)``), applied axis by axis either in 'valid' mode (no padding, the
@@ -16,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 Y_OFFSET = 16.0
 """Offset of the BT.601 luma Y on the [0, 255] scale."""
@@ -42,7 +37,7 @@ def gaussian_kernel_1d(size: int = GAUSSIAN_SIZE, sigma: float = GAUSSIAN_SIGMA)
     return kernel / kernel.sum()
 
 
-def check_same_shape(img: np.ndarray | torch.Tensor, img2: np.ndarray | torch.Tensor) -> None:
+def check_same_shape(img: np.ndarray, img2: np.ndarray) -> None:
     """Raise ValueError naming both shapes when two images differ in shape."""
     if tuple(img.shape) != tuple(img2.shape):
         raise ValueError(
@@ -78,7 +73,7 @@ def reorder_image(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
         raise ValueError(f"input_order must be one of {', '.join(INPUT_ORDERS)}, got {input_order!r}.")
     if not isinstance(img, np.ndarray):
         raise TypeError(
-            f'Expected a numpy array, got {type(img).__name__}; for (N, C, H, W) torch tensors use the *_pt metrics.'
+            f'Expected a numpy array, got {type(img).__name__}; convert tensors with basicsr.utils.img_util.tensor2img.'
         )
     if img.ndim == 2:
         return img[..., None]
@@ -100,21 +95,6 @@ def to_y_channel(img: np.ndarray) -> np.ndarray:
         raise ValueError(f'test_y_channel needs a 3-channel BGR image, got shape {img.shape}.')
     weights_bgr = np.array(Y_COEFFICIENTS_RGB[::-1], dtype=np.float64) / 255.0
     return (Y_OFFSET + img.astype(np.float64) @ weights_bgr)[..., None]
-
-
-def rgb_to_y_pt(img: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of an RGB tensor, the same formula as :func:`to_y_channel`.
-
-    Args:
-        img: (N, 3, H, W) float, RGB order, values on the [0, 255] scale.
-
-    Returns:
-        (N, 1, H, W) Y on the [0, 255] scale, same dtype and device as ``img``.
-    """
-    if img.ndim != 4 or img.shape[1] != 3:
-        raise ValueError(f'test_y_channel needs (N, 3, H, W) RGB tensors, got shape {tuple(img.shape)}.')
-    weights = torch.tensor(Y_COEFFICIENTS_RGB, dtype=img.dtype, device=img.device).view(1, 3, 1, 1) / 255.0
-    return Y_OFFSET + (img * weights).sum(dim=1, keepdim=True)
 
 
 def gaussian_filter_np(img: np.ndarray, axes: Sequence[int], replicate: bool) -> np.ndarray:
@@ -146,36 +126,13 @@ def gaussian_filter_np(img: np.ndarray, axes: Sequence[int], replicate: bool) ->
     return img
 
 
-def gaussian_filter_pt(img: torch.Tensor, dims: Sequence[int], replicate: bool) -> torch.Tensor:
-    """Torch twin of :func:`gaussian_filter_np` (any device, any floating dtype).
-
-    Args:
-        img: floating tensor of any shape (e.g. (N, C, H, W)).
-        dims: the dimensions to filter.
-        replicate: replicate-pad each filtered dim by 5 (same size); False: 'valid' (shrinks by 10).
-
-    Returns:
-        Tensor of ``img``'s dtype and device.
-    """
-    kernel = torch.from_numpy(gaussian_kernel_1d()).to(dtype=img.dtype, device=img.device).view(1, 1, -1)
-    radius = kernel.shape[-1] // 2
-    for dim in dims:
-        moved = img.movedim(dim, -1)
-        rows = moved.reshape(-1, 1, moved.shape[-1])
-        if replicate:
-            rows = F.pad(rows, (radius, radius), mode='replicate')
-        filtered = F.conv1d(rows, kernel).reshape(*moved.shape[:-1], -1)
-        img = filtered.movedim(-1, dim)
-    return img
-
-
 def ssim_map(img, img2, blur, c1, c2):
-    """Pointwise SSIM of two images given a local-mean operator (numpy arrays or torch tensors alike).
+    """Pointwise SSIM of two images given a local-mean operator.
 
     Args:
-        img, img2: float64 arrays/tensors of the same shape.
+        img, img2: float64 arrays of the same shape.
         blur: the Gaussian local mean, ``blur(x)`` (it may shrink the array).
-        c1, c2: stabilising constants (scalars, or tensors broadcastable to the map).
+        c1, c2: stabilising constants.
 
     Returns:
         The SSIM map, shaped like ``blur(img)``.

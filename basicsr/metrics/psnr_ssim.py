@@ -1,14 +1,8 @@
-"""PSNR and SSIM, as numpy functions on saved-image arrays and as torch functions on network outputs.
+"""PSNR and SSIM as numpy functions on images (BasicSR's API).
 
-numpy API (BasicSR's): ``f(img, img2, crop_border, input_order='HWC', test_y_channel=False) -> float``
-on images on the [0, 255] scale (uint8 or float), channels in OpenCV's BGR order. These are the
-metrics ``val.metrics`` can name (METRIC_REGISTRY), with the keys of :data:`NUMPY_METRIC_OPTIONS`.
-
-torch API: ``f_pt(img, img2, crop_border, test_y_channel=False) -> (N,) float64 tensor`` on
-(N, C, H, W) tensors in [0, 1], RGB order, on any device. It computes on ``255 * img`` in float64, so
-``f_pt(x, y, ...)[i]`` equals ``f(bgr255(x[i]), bgr255(y[i]), ...)`` to rounding (about 1e-12 for
-float64 inputs, 1e-6 for float32 ones). They are not registered: the model feeds numpy images to
-the registered metrics.
+``f(img, img2, crop_border, input_order='HWC', test_y_channel=False) -> float`` on images on the
+[0, 255] scale (uint8 or float), channels in OpenCV's BGR order. These are the metrics
+``val.metrics`` can name (METRIC_REGISTRY), with the keys of :data:`NUMPY_METRIC_OPTIONS`.
 
 Two SSIMs:
 
@@ -27,7 +21,6 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-import torch
 
 from basicsr.metrics.metric_util import (
     GAUSSIAN_SIZE,
@@ -35,9 +28,7 @@ from basicsr.metrics.metric_util import (
     check_crop_border,
     check_same_shape,
     gaussian_filter_np,
-    gaussian_filter_pt,
     reorder_image,
-    rgb_to_y_pt,
     ssim_map,
     to_y_channel,
 )
@@ -62,7 +53,7 @@ def _registered_metric(func: Callable) -> Callable:
     return METRIC_REGISTRY.register()(func)
 
 
-def _ssim_constants(max_value: float | torch.Tensor) -> tuple:
+def _ssim_constants(max_value: float) -> tuple:
     """SSIM's C1 = (0.01 M)^2 and C2 = (0.03 M)^2 for a value range M."""
     return (0.01 * max_value) ** 2, (0.03 * max_value) ** 2
 
@@ -81,27 +72,6 @@ def _prepare_np(
     if test_y_channel:
         return to_y_channel(img), to_y_channel(img2)
     return img.astype(np.float64), img2.astype(np.float64)
-
-
-def _prepare_pt(
-    img: torch.Tensor, img2: torch.Tensor, crop_border: int, test_y_channel: bool, min_size: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check, crop, scale to [0, 255] float64 and optionally take Y of two (N, C, H, W) tensors."""
-    for tensor in (img, img2):
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
-            shape = tuple(tensor.shape) if hasattr(tensor, 'shape') else type(tensor).__name__
-            raise ValueError(
-                f'Expected (N, C, H, W) torch tensors in [0, 1], got {shape}; for numpy images use the numpy metrics.'
-            )
-    check_same_shape(img, img2)
-    check_crop_border(crop_border, img.shape[2], img.shape[3], min_size)
-    if crop_border:
-        inner = (Ellipsis, slice(crop_border, -crop_border), slice(crop_border, -crop_border))
-        img, img2 = img[inner], img2[inner]
-    img, img2 = img.to(torch.float64) * PEAK, img2.to(torch.float64) * PEAK
-    if test_y_channel:
-        return rgb_to_y_pt(img), rgb_to_y_pt(img2)
-    return img, img2
 
 
 @_registered_metric
@@ -180,54 +150,3 @@ def calculate_ssim_3d(
     max_value = 1.0 if img.max() <= 1 else PEAK
     blur = partial(gaussian_filter_np, axes=(0, 1, 2), replicate=True)
     return float(ssim_map(img, img2, blur, *_ssim_constants(max_value)).mean())
-
-
-@torch.no_grad()
-def calculate_psnr_pt(
-    img: torch.Tensor, img2: torch.Tensor, crop_border: int, test_y_channel: bool = False
-) -> torch.Tensor:
-    """Per-image PSNR in dB of (N, C, H, W) tensors in [0, 1] (RGB); the torch twin of :func:`calculate_psnr`.
-
-    Returns:
-        (N,) float64 on the inputs' device; ``inf`` where the images are identical.
-    """
-    img, img2 = _prepare_pt(img, img2, crop_border, test_y_channel)
-    mse = ((img - img2) ** 2).mean(dim=(1, 2, 3))
-    return 10.0 * torch.log10(PEAK**2 / mse)
-
-
-@torch.no_grad()
-def calculate_ssim_pt(
-    img: torch.Tensor, img2: torch.Tensor, crop_border: int, test_y_channel: bool = False
-) -> torch.Tensor:
-    """Per-image standard SSIM of (N, C, H, W) tensors in [0, 1] (RGB); the torch twin of :func:`calculate_ssim`.
-
-    Returns:
-        (N,) float64 on the inputs' device.
-    """
-    img, img2 = _prepare_pt(img, img2, crop_border, test_y_channel, min_size=GAUSSIAN_SIZE)
-    blur = partial(gaussian_filter_pt, dims=(2, 3), replicate=False)
-    return ssim_map(img, img2, blur, *_ssim_constants(PEAK)).mean(dim=(1, 2, 3))
-
-
-@torch.no_grad()
-def calculate_ssim_3d_pt(
-    img: torch.Tensor, img2: torch.Tensor, crop_border: int, test_y_channel: bool = False
-) -> torch.Tensor:
-    """Per-image 3-D SSIM of (N, C, H, W) tensors in [0, 1] (RGB); the torch twin of :func:`calculate_ssim_3d`.
-
-    The range M is chosen per image with the numpy version's rule applied to ``255 * img`` (M = 1
-    if its max is <= 1, i.e. a nearly black image, else 255). The result does not depend on RGB/BGR
-    order (the filter along C is symmetric).
-
-    Returns:
-        (N,) float64 on the inputs' device.
-    """
-    img, img2 = _prepare_pt(img, img2, crop_border, test_y_channel)
-    if test_y_channel:
-        blur = partial(gaussian_filter_pt, dims=(2, 3), replicate=True)
-        return ssim_map(img, img2, blur, *_ssim_constants(PEAK)).mean(dim=(1, 2, 3))
-    # The tolerance absorbs float32 rounding: float32(1 / 255) * 255 is 1 + 6e-8.
-    max_value = torch.where(img.amax(dim=(1, 2, 3), keepdim=True) <= 1 + 1e-5, 1.0, PEAK).to(img.dtype)
-    blur = partial(gaussian_filter_pt, dims=(1, 2, 3), replicate=True)
-    return ssim_map(img, img2, blur, *_ssim_constants(max_value)).mean(dim=(1, 2, 3))

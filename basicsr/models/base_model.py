@@ -6,17 +6,19 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from basicsr.models.lr_scheduler import build_scheduler, warmup_lr
-from basicsr.models.optimizers import build_optimizer
+from basicsr.models.lr_scheduler import warmup_lr
 from basicsr.utils.checkpoint import load_network, save_network, unwrap_network
 from basicsr.utils.option_schema import FrozenDict
-from basicsr.utils.options import RunContext
 from basicsr.utils.performance import make_grad_scaler, prepare_network
+from basicsr.utils.registry import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, build
+
+if TYPE_CHECKING:
+    from basicsr.engine.context import RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +26,16 @@ logger = logging.getLogger(__name__)
 class BaseModel:
     """Owns the networks, optimizers, schedulers, grad scaler and EMA of one run.
 
+    Built by the engine with ``build(MODEL_REGISTRY, opt, type_key='model_type', ctx=ctx)``; a model class
+    declares the ``train`` and ``val`` sections of the option file in ``option_schema``.
+
     Args:
         opt: validated, read-only options.
         ctx: run-time context (device, rank, paths).
     """
+
+    takes_options = True
+    """:func:`~basicsr.utils.registry.build` passes the whole option tree (and the run context)."""
 
     def __init__(self, opt: FrozenDict, ctx: RunContext):
         self.opt = opt
@@ -74,9 +82,10 @@ class BaseModel:
     def setup_optimizer(self, net: torch.nn.Module) -> None:
         train_opt = self.opt['train']
         params = [p for p in net.parameters() if p.requires_grad]
-        self.optimizers = [build_optimizer(params, train_opt['optim_g'])]
+        self.optimizers = [build(OPTIMIZER_REGISTRY, train_opt['optim_g'], params=params)]
         if train_opt['scheduler'] is not None:
-            self.schedulers = [build_scheduler(opt, train_opt['scheduler']) for opt in self.optimizers]
+            self.schedulers = [build(SCHEDULER_REGISTRY, train_opt['scheduler'], optimizer=optimizer)
+                               for optimizer in self.optimizers]
 
     def get_current_learning_rate(self) -> list[float]:
         """Learning rate of each parameter group of the first optimizer."""

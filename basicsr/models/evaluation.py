@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -24,7 +24,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 @torch.no_grad()
 def tiled_forward(
     forward: Callable[..., torch.Tensor],
-    inputs: dict[str, torch.Tensor],
+    inputs: Sequence[torch.Tensor | None],
     tile: int,
     overlap: int,
     max_minibatch: int,
@@ -32,9 +32,9 @@ def tiled_forward(
     """Run ``forward`` on overlapping tiles and average the overlaps back into a full frame.
 
     Args:
-        forward: ``forward(**tile_inputs) -> (n, C_out, t_h, t_w)`` for a batch of tiles.
-        inputs: tensors of shape (1, C_k, H, W) sharing H and W (e.g. ``x``, ``event``, ``mask``);
-            every one is cut at the same positions.
+        forward: ``forward(*tile_inputs) -> (n, C_out, t_h, t_w)`` for a batch of tiles.
+        inputs: tensors of shape (1, C_k, H, W) sharing H and W (e.g. frame, voxel, mask), every one cut
+            at the same positions; a None stays None (e.g. no mask).
         tile: tile side in pixels (smaller frames use one tile of the frame size).
         overlap: minimum overlap between neighbouring tiles, in pixels.
         max_minibatch: tiles per forward call.
@@ -42,7 +42,7 @@ def tiled_forward(
     Returns:
         (1, C_out, H, W) tensor: per pixel, the mean of the tiles covering it.
     """
-    first = next(iter(inputs.values()))
+    first = inputs[0]
     height, width = first.shape[-2:]
     tile_h, tile_w = min(tile, height), min(tile, width)
     rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
@@ -51,8 +51,9 @@ def tiled_forward(
     weight = first.new_zeros(1, 1, height, width)
     for start in range(0, len(boxes), max_minibatch):
         chunk = boxes[start:start + max_minibatch]
-        batch = {name: torch.cat([t[..., y:y + tile_h, x:x + tile_w] for y, x in chunk]) for name, t in inputs.items()}
-        pred = forward(**batch).float()
+        tiles = [None if t is None else torch.cat([t[..., y:y + tile_h, x:x + tile_w] for y, x in chunk])
+                 for t in inputs]
+        pred = forward(*tiles).float()
         if output is None:
             output = first.new_zeros(1, pred.shape[1], height, width, dtype=torch.float32)
         for (y, x), piece in zip(chunk, pred):

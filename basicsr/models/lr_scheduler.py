@@ -1,4 +1,8 @@
-"""Learning-rate schedulers selectable by ``type`` in ``train.scheduler``, linear warm-up, and the builder.
+"""Learning-rate schedulers selectable by ``type`` in ``train.scheduler``, and the linear warm-up.
+
+Each scheduler declares its option keys and rules (``option_schema``, ``option_rules``); the option file is
+checked against them at load, so the constructors trust their arguments. Built with
+``build(SCHEDULER_REGISTRY, scheduler_opt, optimizer=optimizer)``.
 
 Stepping convention (BasicSR's, used by the model): ``scheduler.step()`` runs once per iteration
 from iteration 2 on, so during iteration k the scheduler's ``last_epoch`` is k - 1.
@@ -15,33 +19,48 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
-from basicsr.models.optimizers import build_from_options
+from basicsr.utils.option_schema import Key
 from basicsr.utils.registry import SCHEDULER_REGISTRY
 
 
-def _check_non_negative_ints(values: Sequence[int], name: str, owner: str, positive: bool = False) -> None:
+def _iterations(positive: bool = False, non_empty: bool = False):
+    """A check of a list of iteration counts (integers >= 0, or >= 1 when ``positive``)."""
     lowest = 1 if positive else 0
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= lowest for v in values):
-        kind = 'positive' if positive else 'non-negative'
-        raise ValueError(f'{owner}: {name} must be {kind} integers (iterations), got {list(values)}.')
+    kind = 'positive' if positive else 'non-negative'
+
+    def check(values: Sequence[Any]) -> str | None:
+        if non_empty and len(values) == 0:
+            return 'must list at least one period length'
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= lowest for v in values):
+            return f'must be {kind} integers (iterations), got {list(values)}'
+        return None
+
+    return check
 
 
-def _check_same_length(a: Sequence, a_name: str, b: Sequence, b_name: str, owner: str) -> None:
-    if len(a) != len(b):
-        raise ValueError(
-            f'{owner}: {b_name} needs one entry per {a_name[:-1]}: {a_name} has {len(a)} ({list(a)}), '
-            f'{b_name} has {len(b)} ({list(b)}).'
-        )
+def _at_least_zero(value: float) -> str | None:
+    return None if value >= 0 else f'(the lowest learning rate) must be >= 0, got {value}'
 
 
-def _check_eta_min(eta_min: float, owner: str) -> None:
-    if eta_min < 0:
-        raise ValueError(f'{owner}: eta_min (the lowest learning rate) must be >= 0, got {eta_min}.')
+def _one_per(key: str, per_key: str) -> Any:
+    """A rule: ``values[key]`` has one entry per entry of ``values[per_key]``."""
+
+    def rule(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        a, b = values[per_key], values[key]
+        if len(a) == len(b):
+            return []
+        return [(key, f'needs one entry per {per_key[:-1]}: {per_key} has {len(a)} ({list(a)}), {key} has {len(b)} '
+                      f'({list(b)})')]
+
+    return rule
+
+
+ETA_MIN = Key(float, default=0.0, check=_at_least_zero, doc='the lowest learning rate')
 
 
 @SCHEDULER_REGISTRY.register()
@@ -63,10 +82,13 @@ class TrueCosineAnnealingLR(CosineAnnealingLR):
         last_epoch: -1 to start; the step count when rebuilding for a resume.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {
+        'T_max': Key(int, required=True, check=lambda v: None if v > 0 else f'must be a positive integer '
+                     f'(iterations), got {v}', doc='iterations of the half cosine'),
+        'eta_min': ETA_MIN,
+    }
+
     def __init__(self, optimizer: torch.optim.Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
-        if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max <= 0:
-            raise ValueError(f'TrueCosineAnnealingLR: T_max must be a positive integer (iterations), got {T_max!r}.')
-        _check_eta_min(eta_min, type(self).__name__)
         super().__init__(optimizer, T_max=T_max, eta_min=eta_min, last_epoch=last_epoch)
 
     def get_lr(self) -> list[float]:
@@ -92,6 +114,14 @@ class CosineAnnealingRestartLR(LRScheduler):
         last_epoch: -1 to start; the step count when rebuilding for a resume.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {
+        'periods': Key(list, required=True, check=_iterations(positive=True, non_empty=True),
+                       doc='steps of each cosine period'),
+        'restart_weights': Key(list, default=[1], doc='peak factor of each period, one per period'),
+        'eta_min': ETA_MIN,
+    }
+    option_rules = staticmethod(_one_per('restart_weights', 'periods'))
+
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
@@ -100,12 +130,6 @@ class CosineAnnealingRestartLR(LRScheduler):
         eta_min: float = 0.0,
         last_epoch: int = -1,
     ):
-        owner = type(self).__name__
-        if len(periods) == 0:
-            raise ValueError(f'{owner}: periods must list at least one period length.')
-        _check_non_negative_ints(periods, 'periods', owner, positive=True)
-        _check_same_length(periods, 'periods', restart_weights, 'restart_weights', owner)
-        _check_eta_min(eta_min, owner)
         self.periods = list(periods)
         self.restart_weights = list(restart_weights)
         self.eta_min = eta_min
@@ -140,6 +164,14 @@ class MultiStepRestartLR(LRScheduler):
         last_epoch: -1 to start; the step count when rebuilding for a resume.
     """
 
+    option_schema: ClassVar[dict[str, Key]] = {
+        'milestones': Key(list, required=True, check=_iterations(), doc='steps at which the rate decays'),
+        'gamma': Key(float, default=0.1, check=lambda v: None if v > 0 else f'(the decay factor) must be > 0, got {v}'),
+        'restarts': Key(list, default=[0], check=_iterations(), doc='steps at which the rate restarts'),
+        'restart_weights': Key(list, default=[1], doc='factor of the initial rate at each restart, one per restart'),
+    }
+    option_rules = staticmethod(_one_per('restart_weights', 'restarts'))
+
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
@@ -149,12 +181,6 @@ class MultiStepRestartLR(LRScheduler):
         restart_weights: Sequence[float] = (1,),
         last_epoch: int = -1,
     ):
-        owner = type(self).__name__
-        _check_non_negative_ints(milestones, 'milestones', owner)
-        _check_non_negative_ints(restarts, 'restarts', owner)
-        _check_same_length(restarts, 'restarts', restart_weights, 'restart_weights', owner)
-        if gamma <= 0:
-            raise ValueError(f'{owner}: gamma (the decay factor) must be > 0, got {gamma}.')
         self.milestones = list(milestones)
         self.gamma = gamma
         self.restarts = list(restarts)
@@ -188,16 +214,3 @@ def warmup_lr(initial_lrs: Sequence[float], current_iter: int, warmup_iter: int)
     if not 0 <= current_iter <= warmup_iter:
         raise ValueError(f'current_iter must be in [0, warmup_iter={warmup_iter}] during warm-up, got {current_iter}.')
     return [lr * current_iter / warmup_iter for lr in initial_lrs]
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, scheduler_opt: Mapping[str, Any], what: str = 'train.scheduler'
-) -> LRScheduler:
-    """Build the scheduler that ``scheduler_opt`` describes, e.g. ``{type: TrueCosineAnnealingLR, T_max: 200000}``.
-
-    Args:
-        optimizer: the optimiser whose rates it drives.
-        scheduler_opt: ``type`` and the scheduler's keyword arguments. Not modified.
-        what: the option path, for messages.
-    """
-    return build_from_options(SCHEDULER_REGISTRY, scheduler_opt, optimizer, what=what)

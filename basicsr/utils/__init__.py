@@ -1,4 +1,4 @@
-"""Utilities: options, registries, logging, distributed set-up, images, checkpoints.
+"""Leaf helpers: the option schema language, registries, logging, distributed set-up, images, checkpoints.
 
 Names are imported on first access, so ``import basicsr.utils`` stays cheap.
 """
@@ -10,7 +10,6 @@ import importlib
 _EXPORTS = {
     'load_network': 'basicsr.utils.checkpoint',
     'save_network': 'basicsr.utils.checkpoint',
-    'img2tensor': 'basicsr.utils.img_util',
     'tensor2img': 'basicsr.utils.img_util',
     'imread': 'basicsr.utils.img_util',
     'imwrite': 'basicsr.utils.img_util',
@@ -24,9 +23,6 @@ _EXPORTS = {
     'set_random_seed': 'basicsr.utils.misc',
     'get_time_str': 'basicsr.utils.misc',
     'mkdir_and_rename': 'basicsr.utils.misc',
-    'scandir': 'basicsr.utils.misc',
-    'load_options': 'basicsr.utils.options',
-    'parse_options': 'basicsr.utils.options',
 }
 
 __all__ = sorted(_EXPORTS)

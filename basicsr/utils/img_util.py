@@ -12,31 +12,6 @@ import torch
 _READ_FLAGS = {'color': cv2.IMREAD_COLOR, 'grayscale': cv2.IMREAD_GRAYSCALE, 'unchanged': cv2.IMREAD_UNCHANGED}
 
 
-def img2tensor(imgs, bgr2rgb: bool = True, float32: bool = True):
-    """HWC numpy image(s) -> CHW tensor(s).
-
-    Args:
-        imgs: one (H, W, C) or (H, W) array, or a list of them.
-        bgr2rgb: swap the channel order of 3-channel images (OpenCV reads BGR).
-        float32: cast to float32 (values are kept, not rescaled).
-
-    Returns:
-        A (C, H, W) tensor, or a list of them.
-    """
-
-    def convert(img: np.ndarray) -> torch.Tensor:
-        if img.ndim == 2:
-            img = img[:, :, None]
-        if img.shape[2] == 3 and bgr2rgb:
-            img = img[:, :, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        return tensor.float() if float32 else tensor
-
-    if isinstance(imgs, list):
-        return [convert(img) for img in imgs]
-    return convert(imgs)
-
-
 def tensor2img(tensor, rgb2bgr: bool = True, out_type=np.uint8, min_max: tuple[float, float] = (0, 1)):
     """Tensor(s) -> HWC numpy image(s), clamped to ``min_max`` and rescaled to [0, 1] first.
 

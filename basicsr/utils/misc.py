@@ -1,10 +1,9 @@
-"""Small helpers: seeding, time strings, folders, file listing."""
+"""Small helpers: seeding, time strings, folders, the newest training state."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +37,6 @@ def mkdir_and_rename(path: str | Path) -> Path:
     return path
 
 
-def scandir(folder: str | Path, suffix: str | tuple[str, ...] | None = None, recursive: bool = False) -> Iterator[str]:
-    """Relative paths of the files in ``folder`` (sorted), optionally only with ``suffix``."""
-    folder = Path(folder)
-    pattern = '**/*' if recursive else '*'
-    for path in sorted(folder.glob(pattern)):
-        if path.is_file() and (suffix is None or path.name.endswith(suffix)):
-            yield str(path.relative_to(folder))
-
-
 def newest_training_state(folder: str | Path) -> Path | None:
     """The ``<iter>.state`` file with the largest iteration in ``folder``, or None."""
     folder = Path(folder)
@@ -54,13 +44,3 @@ def newest_training_state(folder: str | Path) -> Path | None:
         return None
     states = [p for p in folder.glob('*.state') if p.stem.isdigit()]
     return max(states, key=lambda p: int(p.stem)) if states else None
-
-
-def sizeof_fmt(size: float, suffix: str = 'B') -> str:
-    """Human-readable size: 1536 -> '1.5 KB'."""
-    for unit in ['', 'K', 'M', 'G', 'T', 'P']:
-        if abs(size) < 1024.0:
-            return f'{size:3.1f} {unit}{suffix}'
-        size /= 1024.0
-    return f'{size:3.1f} E{suffix}'
-

@@ -10,6 +10,10 @@ A schema is a tree of:
   checked against the entry's ``option_schema`` (a dict of keys) or, failing that, against the
   signature of its constructor/function.
 
+Rules across keys of one mapping are written once, beside the keys: a :class:`Section` takes
+``rules``, and a component may define ``option_rules(values) -> [(key, message), ...]``; both run on
+the checked values (defaults filled in).
+
 :func:`validate` walks a loaded YAML tree, collects *every* problem (unknown key with the closest
 known key, wrong type, missing required key, bad choice) and returns a new, deeply frozen copy
 with defaults filled in. The input is never modified.
@@ -23,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import Registry, RegistryError, closest_match
 
 MISSING = object()
@@ -254,13 +259,35 @@ def _check_mapping(
     return result
 
 
-class Section(Node):
-    """A mapping with a closed set of known keys ``keys`` (name -> node)."""
+Rules = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+"""A cross-field rule: checked values of one mapping -> ``[(key, message), ...]`` for each broken rule."""
 
-    def __init__(self, keys: Mapping[str, Node], *, required: bool = False, doc: str = ''):
+
+def _apply_rules(rules: Rules | None, values: dict, path: str, problems: list[Problem], before: int) -> None:
+    """Run ``rules`` on ``values`` and add their problems.
+
+    When checking the keys found problems already (``len(problems) > before``), a value may be unusable
+    (a string where a number belongs): a rule that fails on it adds nothing, the key's problem is reported.
+    """
+    if rules is None:
+        return
+    try:
+        broken = rules(values)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        if len(problems) > before:
+            return
+        raise
+    problems.extend(Problem(_join(path, key), message) for key, message in broken)
+
+
+class Section(Node):
+    """A mapping with a closed set of known keys ``keys`` (name -> node) and optional cross-field ``rules``."""
+
+    def __init__(self, keys: Mapping[str, Node], *, required: bool = False, doc: str = '', rules: Rules | None = None):
         self.keys = dict(keys)
         self.required = required
         self.doc = doc
+        self.rules = rules
 
     def has_default(self) -> bool:
         return not self.required
@@ -272,7 +299,10 @@ class Section(Node):
     def check(self, value: Any, path: str, problems: list[Problem]) -> Any:
         if value is None and not self.required:
             return self.default()
-        return _check_mapping(value, self.keys, path, problems)
+        before = len(problems)
+        result = _check_mapping(value, self.keys, path, problems)
+        _apply_rules(self.rules, result, path, problems, before)
+        return result
 
 
 class MapOf(Node):
@@ -335,7 +365,8 @@ class Component(Node):
     The other keys are checked against ``common`` (keys every component of this kind takes, such
     as a dataset's ``name`` and loader settings) plus the component's own keys: its
     ``option_schema`` attribute (a mapping name -> node) when it has one, else its signature
-    (minus the names in ``skip``, which the framework passes itself).
+    (minus the names in ``skip``, which the framework passes itself). A component's
+    ``option_rules(values)`` (if it has one) checks rules across its keys.
     """
 
     def __init__(
@@ -385,7 +416,10 @@ class Component(Node):
             problems.append(Problem(_join(path, 'type'), str(error)))
             return dict(value)
         keys = {**self.common, **self.own_keys(obj), 'type': Key(str)}
-        return _check_mapping(value, keys, path, problems, what=f' for {self.registry.name} {type_name}')
+        before = len(problems)
+        result = _check_mapping(value, keys, path, problems, what=f' for {self.registry.name} {type_name}')
+        _apply_rules(getattr(obj, 'option_rules', None), result, path, problems, before)
+        return result
 
 
 def validate(tree: Any, schema: Node) -> tuple[Any, list[Problem]]:
@@ -398,3 +432,27 @@ def validate(tree: Any, schema: Node) -> tuple[Any, list[Problem]]:
     problems: list[Problem] = []
     result = schema.check(tree, '', problems)
     return result, problems
+
+
+def format_problems(header: str, problems: list[Problem]) -> str:
+    """One message: ``header`` (what was checked), the problem count, then every problem on its own line."""
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    return f'{header} ({count}):\n' + '\n'.join(f'  - {p}' for p in problems)
+
+
+def check_component(registry: Registry, options: Mapping[str, Any], where: str = '', **node_args: Any) -> FrozenDict:
+    """Validate one ``{type: ..., ...}`` mapping against its component's schema (what a file's loading does).
+
+    For code that builds a component from a hand-written mapping (scripts, tests) rather than from a loaded
+    option file. ``node_args`` go to :class:`Component` (e.g. ``common`` keys).
+
+    Returns:
+        The validated, frozen options with defaults filled in.
+
+    Raises:
+        InvalidInputError: listing every problem.
+    """
+    result, problems = validate(options, Component(registry, required=True, **node_args))
+    if problems:
+        raise InvalidInputError(format_problems(f"Invalid {where or registry.name + ' options'}", problems))
+    return freeze(result)

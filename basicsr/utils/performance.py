@@ -13,17 +13,31 @@ import logging
 
 import torch
 
-from basicsr.utils.option_schema import FrozenDict
+from basicsr.utils.errors import InvalidInputError
+from basicsr.utils.option_schema import FrozenDict, Key, Section
 
 logger = logging.getLogger(__name__)
 
 _AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
+OPTION_SCHEMA = Section(
+    {
+        'amp': Key((str, None), default=None, choices=tuple(_AMP_DTYPES), doc='mixed precision (CUDA)'),
+        'channels_last': Key(bool, default=False),
+        'compile': Key(bool, default=False, doc='torch.compile the network'),
+        'tf32': Key(bool, default=True, doc='TF32 matmul/conv on Ampere+ GPUs'),
+        'cudnn_benchmark': Key(bool, default=True),
+    },
+    doc='speed switches, applied in one place (basicsr/utils/performance.py)',
+)
+"""The ``performance`` section of an option file."""
+
 
 def check_performance_options(perf: FrozenDict, device: torch.device) -> None:
-    """Raise ValueError for settings this device cannot honour."""
+    """Raise InvalidInputError for settings this device cannot honour."""
     if perf['amp'] == 'fp16' and device.type != 'cuda':
-        raise ValueError('performance.amp: fp16 needs a CUDA device; use bf16 on the CPU or set performance.amp: ~')
+        raise InvalidInputError('performance.amp: fp16 needs a CUDA device; use bf16 on the CPU or set '
+                                'performance.amp: ~')
 
 
 def apply_backend_flags(perf: FrozenDict, device: torch.device) -> None:

@@ -9,15 +9,20 @@ Example::
     class EFNet(nn.Module): ...
 
     net_cls = ARCH_REGISTRY.get('EFNet')
+    net = build(ARCH_REGISTRY, {'type': 'EFNet', 'wf': 32})
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class RegistryError(KeyError):
@@ -137,3 +142,30 @@ LOSS_REGISTRY = Registry('loss', modules=['basicsr.losses.basic_loss'])
 METRIC_REGISTRY = Registry('metric', modules=['basicsr.metrics.psnr_ssim'])
 OPTIMIZER_REGISTRY = Registry('optimizer', modules=['basicsr.models.optimizers'])
 SCHEDULER_REGISTRY = Registry('scheduler', modules=['basicsr.models.lr_scheduler'])
+
+
+def build(registry: Registry, options: Mapping[str, Any], *, type_key: str = 'type', **runtime: Any) -> Any:
+    """The component that validated ``options`` describe, e.g. ``{type: EFNet, wf: 64}``.
+
+    ``registry.get(options[type_key])`` is then
+
+    * a class with ``takes_options = True`` (data sets, models): called as ``cls(options, **runtime)``;
+    * another class (archs, losses, optimizers, schedulers): called as ``cls(**runtime, **other options)``;
+    * a function (metrics): returned as ``functools.partial(func, **runtime, **other options)``.
+
+    Args:
+        registry: where the type is looked up.
+        options: validated options (not modified, not re-checked: loading checked them).
+        type_key: the key naming the type (``model_type`` for models).
+        **runtime: what the framework passes besides the options (the parameters of an optimiser, the
+            optimiser of a scheduler, the run context of a model).
+    """
+    name = options[type_key]
+    obj = registry.get(name)
+    if getattr(obj, 'takes_options', False):
+        built = obj(options, **runtime)
+    else:
+        kwargs = {key: value for key, value in options.items() if key != type_key}
+        built = obj(**runtime, **kwargs) if inspect.isclass(obj) else functools.partial(obj, **runtime, **kwargs)
+    logger.debug('Built %s %s.', registry.name, name)
+    return built

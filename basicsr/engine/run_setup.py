@@ -1,4 +1,4 @@
-"""Start-of-run chores shared by train.py and test.py: folders, logs, seeds, evaluation loaders."""
+"""Start-of-run chores shared by training and testing: folders, logs, seeds, data sets, loaders, the model."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import logging
 import random
 import shutil
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
+from basicsr.data import build_dataloader
+from basicsr.engine.context import RunContext
+from basicsr.engine.options import dump_options
+from basicsr.models.base_model import BaseModel
 from basicsr.utils.logger import get_env_info, get_root_logger
 from basicsr.utils.misc import get_time_str, mkdir_and_rename, set_random_seed
 from basicsr.utils.option_schema import FrozenDict
-from basicsr.utils.options import RunContext, dump_options
+from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY, build
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_run_folders(opt: FrozenDict, ctx: RunContext, resuming: bool) -> None:
@@ -58,9 +67,32 @@ def seed_everything(opt: FrozenDict, ctx: RunContext) -> int:
             shared = torch.tensor([seed])
             torch.distributed.broadcast(shared, src=0)
             seed = int(shared.item())
-    logging.getLogger(__name__).info('Random seed: %d (+ rank %d)', seed, ctx.rank)
+    logger.info('Random seed: %d (+ rank %d)', seed, ctx.rank)
     set_random_seed(seed + ctx.rank)
     return seed
+
+
+def build_dataset(dataset_opt: Mapping[str, Any]) -> Dataset:
+    """The data set of one validated ``datasets:`` entry, with its size logged (per file and in all)."""
+    dataset = build(DATASET_REGISTRY, dataset_opt)
+    for path, count in getattr(dataset, 'samples_per_file', []):
+        logger.info('Data set %s: %d samples in %s', dataset_opt['name'], count, path)
+    logger.info('Data set %s (%s) built: %d samples.', dataset_opt['name'], dataset_opt['type'], len(dataset))
+    return dataset
+
+
+def build_model(opt: FrozenDict, ctx: RunContext) -> BaseModel:
+    """The model class named by ``model_type``, built from the options and the run context."""
+    model = build(MODEL_REGISTRY, opt, type_key='model_type', ctx=ctx)
+    logger.info('Model %s is created.', type(model).__name__)
+    return model
+
+
+def check_event_channels(model: BaseModel, datasets: Mapping[str, Dataset]) -> None:
+    """The event-channel contract, before the first iteration or test: every data set's voxel channels equal
+    the network's ``ev_chn`` (``datasets``: name -> data set; raises InvalidInputError naming both)."""
+    for name, dataset in datasets.items():
+        model.check_event_channels(dataset, name)
 
 
 def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...]) -> list:
@@ -69,8 +101,6 @@ def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...]
     Under torch.distributed each rank reads every ``world_size``-th image, so the set is split
     without padding or duplicates.
     """
-    from basicsr.data import build_dataloader, build_dataset
-
     loaders = []
     for dataset_opt in opt['datasets'].values():
         if dataset_opt['phase'] not in phases:
@@ -79,7 +109,5 @@ def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...]
         sampler = list(range(ctx.rank, len(dataset), ctx.world_size)) if ctx.dist else None
         loader = build_dataloader(dataset, dataset_opt, dist=ctx.dist, sampler=sampler, seed=opt['manual_seed'],
                                   rank=ctx.rank)
-        logging.getLogger(__name__).info("Number of %s images in %s: %d", dataset_opt['phase'], dataset_opt['name'],
-                                         len(dataset))
         loaders.append((dataset_opt, loader))
     return loaders
