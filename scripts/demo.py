@@ -20,12 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from basicsr.engine.options import load_options
+from basicsr.engine.run_setup import build_dataset
+from basicsr.utils.img_util import imread, imwrite, tensor2img
 
-from basicsr.data import build_dataset  # noqa: E402
-from basicsr.utils.img_util import imread, imwrite, tensor2img  # noqa: E402
-from basicsr.utils.options import load_options  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(command: list[str]) -> None:

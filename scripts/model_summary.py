@@ -16,17 +16,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from basicsr.archs import build_network  # noqa: E402
-from basicsr.archs.arch_util import count_parameters  # noqa: E402
-from basicsr.utils.options import load_options, load_yaml, parse_yaml_value  # noqa: E402
+from basicsr.archs.arch_util import count_parameters
+from basicsr.engine.options import load_options, load_yaml, parse_yaml_value
+from basicsr.utils.option_schema import FrozenDict, check_component
+from basicsr.utils.registry import ARCH_REGISTRY, build
 
 
 def parse_arch_args(items: list[str]) -> dict:
@@ -40,13 +37,13 @@ def parse_arch_args(items: list[str]) -> dict:
     return kwargs
 
 
-def network_options(args: argparse.Namespace) -> dict:
-    """The ``{'type': ..., **kwargs}`` mapping of the network to summarise."""
+def network_options(args: argparse.Namespace) -> FrozenDict:
+    """The validated ``{'type': ..., **kwargs}`` mapping of the network to summarise."""
     if args.opt is not None:
         tree = load_yaml(args.opt)
         is_train = isinstance(tree, dict) and 'train' in (tree.get('datasets') or {})
-        return dict(load_options(args.opt, is_train=is_train)['network_g'])
-    return {'type': args.arch, **parse_arch_args(args.arch_args)}
+        return load_options(args.opt, is_train=is_train)['network_g']
+    return check_component(ARCH_REGISTRY, {'type': args.arch, **parse_arch_args(args.arch_args)}, where='--arch')
 
 
 def count_flops(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> FlopCounterMode:
@@ -58,14 +55,12 @@ def count_flops(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> Flop
     if chn != net.in_chn:
         raise ValueError(f'--size gives {chn} image channels but the network takes in_chn={net.in_chn}')
     net = net.to('meta')
-    inputs = {
-        'x': torch.empty(1, chn, height, width, device='meta'),
-        'event': torch.empty(1, net.ev_chn, height, width, device='meta'),
-        'mask': torch.empty(1, 1, height, width, device='meta'),
-    }
+    frame = torch.empty(1, chn, height, width, device='meta')
+    voxel = torch.empty(1, net.ev_chn, height, width, device='meta')
+    mask = torch.empty(1, 1, height, width, device='meta')
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        net(**inputs)
+        net(frame, voxel, mask)
     return counter
 
 
@@ -116,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     image_shape = tuple(args.size)
     try:
-        net = build_network(network_options(args))
+        net = build(ARCH_REGISTRY, network_options(args))
         counter = count_flops(net, image_shape)
     except (KeyError, ValueError, FileNotFoundError) as error:
         raise SystemExit(f'model_summary: {error}') from None

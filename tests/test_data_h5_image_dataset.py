@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from component_options import validated
 
 from basicsr.data.h5_image_dataset import H5ImageDataset
 from basicsr.data.h5_layout import item_key, write_training_h5
 from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import DATASET_REGISTRY
-from component_options import validated
 
 HEIGHT, WIDTH, CHANNELS = 12, 16, 6
 

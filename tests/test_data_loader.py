@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from component_options import validated
 from torch.utils.data import DataLoader, Dataset
 
 from basicsr.data import (
@@ -23,7 +24,6 @@ from basicsr.data.h5_layout import write_training_h5
 from basicsr.engine.run_setup import build_dataset
 from basicsr.utils.option_schema import freeze
 from basicsr.utils.registry import DATASET_REGISTRY
-from component_options import validated
 
 
 class Numbers(Dataset):

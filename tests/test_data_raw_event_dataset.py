@@ -10,12 +10,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from component_options import validated
 
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.events import event_mask, events_to_scer, write_raw_events_h5
 from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import DATASET_REGISTRY
-from component_options import validated
 
 
 def raw_options(**keys):

@@ -8,45 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from basicsr.utils.img_util import img2tensor, imread, imwrite, tensor2img
+from basicsr.utils.img_util import imread, imwrite, tensor2img
 
 
 def bgr_image(height=4, width=5, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------- img2tensor
-def test_img2tensor_hwc_bgr_to_chw_rgb_float32():
-    img = bgr_image()
-    tensor = img2tensor(img)
-    assert tensor.shape == (3, 4, 5) and tensor.dtype == torch.float32
-    for c in range(3):
-        np.testing.assert_array_equal(tensor[c].numpy(), img[:, :, 2 - c].astype(np.float32))
-
-
-def test_img2tensor_keeps_order_and_dtype_when_asked():
-    img = bgr_image()
-    tensor = img2tensor(img, bgr2rgb=False, float32=False)
-    assert tensor.dtype == torch.uint8
-    np.testing.assert_array_equal(tensor.numpy(), img.transpose(2, 0, 1))
-
-
-def test_img2tensor_gray_and_single_channel_images():
-    gray = np.arange(6, dtype=np.float32).reshape(2, 3)
-    np.testing.assert_array_equal(img2tensor(gray).numpy(), gray[None])
-    np.testing.assert_array_equal(img2tensor(gray[:, :, None]).numpy(), gray[None])
-
-
-def test_img2tensor_does_not_swap_four_channels():
-    img = np.arange(2 * 2 * 4, dtype=np.float32).reshape(2, 2, 4)
-    np.testing.assert_array_equal(img2tensor(img).numpy(), img.transpose(2, 0, 1))
-
-
-def test_img2tensor_list():
-    imgs = [bgr_image(seed=1), bgr_image(seed=2)]
-    tensors = img2tensor(imgs)
-    assert isinstance(tensors, list) and len(tensors) == 2
-    np.testing.assert_array_equal(tensors[1][0].numpy(), imgs[1][:, :, 2])
 
 
 # ---------------------------------------------------------------------------------------------- tensor2img
@@ -123,7 +89,8 @@ def test_tensor2img_rejects_other_dimensions(shape):
 
 def test_image_tensor_round_trip():
     img = bgr_image()
-    np.testing.assert_array_equal(tensor2img(img2tensor(img) / 255.0), img)
+    tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy()).float()  # RGB, CHW
+    np.testing.assert_array_equal(tensor2img(tensor / 255.0), img)
 
 
 # ---------------------------------------------------------------------------------------------- file I/O

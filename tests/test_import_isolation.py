@@ -17,8 +17,8 @@ NOT_AT_IMPORT = ['torchvision', 'tensorboard', 'aedat', 'cv2', 'h5py']
 @pytest.mark.parametrize(('statement', 'absent'), [
     ('import basicsr', NOT_AT_IMPORT + ['torch', 'basicsr.archs', 'basicsr.data', 'basicsr.models']),
     ('import basicsr.utils', NOT_AT_IMPORT + ['torch']),
-    ('import basicsr.utils.options', NOT_AT_IMPORT),
-    ('from basicsr.utils.options import load_options, parse_options', NOT_AT_IMPORT),
+    ('import basicsr.engine.options', NOT_AT_IMPORT),
+    ('from basicsr.engine.cli import load_options, parse_options', NOT_AT_IMPORT),
 ])
 def test_imports_work_without_optional_dependencies(statement, absent, run_python, import_blocker):
     script = import_blocker(OPTIONAL) + textwrap.dedent(f'''

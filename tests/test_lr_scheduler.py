@@ -4,18 +4,18 @@ import math
 
 import pytest
 import torch
+from component_options import validated
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 
 from basicsr.models.lr_scheduler import (
     CosineAnnealingRestartLR,
     MultiStepRestartLR,
     TrueCosineAnnealingLR,
-    build_scheduler,
     warmup_lr,
 )
-from basicsr.models.optimizers import build_optimizer
-from basicsr.utils.option_schema import Component, freeze, validate
-from basicsr.utils.registry import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, RegistryError
+from basicsr.utils.errors import InvalidInputError
+from basicsr.utils.option_schema import Component, validate
+from basicsr.utils.registry import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, build
 
 LR0 = 2e-4
 
@@ -123,67 +123,67 @@ def test_warmup_lr_is_linear():
 
 
 @pytest.mark.parametrize(
-    ('cls', 'kwargs', 'message'),
+    ('options', 'message'),
     [
-        (TrueCosineAnnealingLR, {'T_max': 0}, r'T_max must be a positive integer \(iterations\), got 0'),
-        (TrueCosineAnnealingLR, {'T_max': 10, 'eta_min': -1.0}, r'eta_min .* must be >= 0, got -1.0'),
-        (CosineAnnealingRestartLR, {'periods': ()}, r'periods must list at least one period length'),
-        (CosineAnnealingRestartLR, {'periods': (10, 0)}, r'periods must be positive integers .* got \[10, 0\]'),
-        (CosineAnnealingRestartLR, {'periods': (10, 20), 'restart_weights': (1,)},
-         r'restart_weights needs one entry per period: periods has 2 \(\[10, 20\]\), restart_weights has 1'),
-        (MultiStepRestartLR, {'milestones': (5,), 'restarts': (0, 10)},
-         r'restart_weights needs one entry per restart: restarts has 2'),
-        (MultiStepRestartLR, {'milestones': (-5,)}, r'milestones must be non-negative integers'),
-        (MultiStepRestartLR, {'milestones': (5,), 'gamma': 0.0}, r'gamma \(the decay factor\) must be > 0, got 0.0'),
+        ({'type': 'TrueCosineAnnealingLR', 'T_max': 0}, r'T_max: must be a positive integer \(iterations\), got 0'),
+        ({'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'eta_min': -1.0}, r'eta_min: .* must be >= 0, got -1.0'),
+        ({'type': 'CosineAnnealingRestartLR', 'periods': []}, r'periods: must list at least one period length'),
+        ({'type': 'CosineAnnealingRestartLR', 'periods': [10, 0]},
+         r'periods: must be positive integers .* got \[10, 0\]'),
+        ({'type': 'CosineAnnealingRestartLR', 'periods': [10, 20], 'restart_weights': [1]},
+         r'restart_weights: needs one entry per period: periods has 2 \(\[10, 20\]\), restart_weights has 1'),
+        ({'type': 'MultiStepRestartLR', 'milestones': [5], 'restarts': [0, 10]},
+         r'restart_weights: needs one entry per restart: restarts has 2'),
+        ({'type': 'MultiStepRestartLR', 'milestones': [-5]}, r'milestones: must be non-negative integers'),
+        ({'type': 'MultiStepRestartLR', 'milestones': [5], 'gamma': 0.0},
+         r'gamma: \(the decay factor\) must be > 0, got 0.0'),
     ],
 )
-def test_scheduler_arguments_are_checked(cls, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        cls(make_optimizer(), **kwargs)
+def test_scheduler_arguments_are_checked_by_their_declared_options(options, message):
+    with pytest.raises(InvalidInputError, match=message):
+        validated(SCHEDULER_REGISTRY, options)
 
 
 def test_build_scheduler_from_read_only_options():
-    options = freeze({'type': 'CosineAnnealingRestartLR', 'periods': [10, 20], 'restart_weights': [1, 0.5]})
-    scheduler = build_scheduler(make_optimizer(), options)
+    options = validated(SCHEDULER_REGISTRY, {'type': 'CosineAnnealingRestartLR', 'periods': [10, 20],
+                                             'restart_weights': [1, 0.5]})
+    scheduler = build(SCHEDULER_REGISTRY, options, optimizer=make_optimizer())
     assert isinstance(scheduler, CosineAnnealingRestartLR)
     assert scheduler.periods == [10, 20] and options['periods'] == (10, 20)
     assert SCHEDULER_REGISTRY.keys() == ['CosineAnnealingRestartLR', 'MultiStepRestartLR', 'TrueCosineAnnealingLR']
 
 
-def test_build_scheduler_errors():
-    with pytest.raises(RegistryError, match=r"No scheduler named 'CosineLR'.*TrueCosineAnnealingLR"):
-        build_scheduler(make_optimizer(), {'type': 'CosineLR'})
-    with pytest.raises(ValueError, match=r"unknown option 'tmax'.*Did you mean 'T_max'"):
-        build_scheduler(make_optimizer(), {'type': 'TrueCosineAnnealingLR', 'tmax': 10})
-    with pytest.raises(ValueError, match=r"'eta_min' is the string '1e-7', not a number.*!!float 1e-7"):
-        build_scheduler(make_optimizer(), {'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'eta_min': '1e-7'})
-    with pytest.raises(KeyError, match=r"train.scheduler needs a 'type' key naming the scheduler"):
-        build_scheduler(make_optimizer(), {'T_max': 10})
+def test_scheduler_option_errors():
+    with pytest.raises(InvalidInputError, match=r"No scheduler named 'CosineLR'.*TrueCosineAnnealingLR"):
+        validated(SCHEDULER_REGISTRY, {'type': 'CosineLR'})
+    with pytest.raises(InvalidInputError, match=r"unknown key 'tmax'.*did you mean 'T_max'"):
+        validated(SCHEDULER_REGISTRY, {'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'tmax': 10})
+    with pytest.raises(InvalidInputError, match=r"eta_min: must be a number, got str '1e-7x'"):
+        validated(SCHEDULER_REGISTRY, {'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'eta_min': '1e-7x'})
 
 
 def test_build_optimizer_passes_options_and_keeps_groups():
     weights, offsets = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
-    options = freeze({'type': 'AdamW', 'lr': 2e-4, 'weight_decay': 1e-4, 'betas': [0.9, 0.99]})
-    optimizer = build_optimizer([{'params': [weights]}, {'params': [offsets], 'lr': 2e-5}], options)
+    options = validated(OPTIMIZER_REGISTRY, {'type': 'AdamW', 'lr': 2e-4, 'weight_decay': 1e-4, 'betas': [0.9, 0.99]})
+    optimizer = build(OPTIMIZER_REGISTRY, options, params=[{'params': [weights]}, {'params': [offsets], 'lr': 2e-5}])
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [group['lr'] for group in optimizer.param_groups] == [2e-4, 2e-5]
     assert optimizer.param_groups[0]['betas'] == (0.9, 0.99)
     assert optimizer.param_groups[1]['weight_decay'] == 1e-4
     assert options['type'] == 'AdamW'  # not consumed
-    sgd = build_optimizer([weights], {'type': 'SGD', 'lr': 0.1, 'momentum': 0.9})
+    sgd = build(OPTIMIZER_REGISTRY, validated(OPTIMIZER_REGISTRY, {'type': 'SGD', 'lr': 0.1, 'momentum': 0.9}),
+                params=[weights])
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]['momentum'] == 0.9
     for name in ('Adam', 'AdamW', 'SGD'):
         assert OPTIMIZER_REGISTRY.get(name) is getattr(torch.optim, name)
 
 
-def test_build_optimizer_errors():
-    params = [torch.nn.Parameter(torch.zeros(1))]
-    with pytest.raises(RegistryError, match=r"No optimizer named 'Adamw'.*Did you mean 'AdamW'"):
-        build_optimizer(params, {'type': 'Adamw', 'lr': 1e-3})
-    with pytest.raises(ValueError, match=r"train.optim_g \(type AdamW\): unknown option 'weight_decy'.*'weight_decay'"):
-        build_optimizer(params, {'type': 'AdamW', 'weight_decy': 1e-4})
-    with pytest.raises(ValueError, match=r"'lr' is the string '2e-4', not a number"):
-        build_optimizer(params, {'type': 'AdamW', 'lr': '2e-4'})
+def test_optimizer_option_errors():
+    with pytest.raises(InvalidInputError, match=r"No optimizer named 'Adamw'.*Did you mean 'AdamW'"):
+        validated(OPTIMIZER_REGISTRY, {'type': 'Adamw', 'lr': 1e-3})
+    with pytest.raises(InvalidInputError, match=r"unknown key 'weight_decy' for optimizer AdamW; did you mean "
+                                                r"'weight_decay'"):
+        validated(OPTIMIZER_REGISTRY, {'type': 'AdamW', 'weight_decy': 1e-4})
 
 
 def test_scheduler_options_validate_against_the_signatures():

@@ -10,20 +10,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from basicsr.metrics import (
-    calculate_psnr,
-    calculate_psnr_pt,
-    calculate_ssim,
-    calculate_ssim_3d,
-    calculate_ssim_3d_pt,
-    calculate_ssim_pt,
-)
-from basicsr.metrics.metric_util import gaussian_kernel_1d, rgb_to_y_pt, to_y_channel
+from basicsr.metrics import calculate_psnr, calculate_ssim, calculate_ssim_3d
+from basicsr.metrics.metric_util import gaussian_kernel_1d, to_y_channel
 from basicsr.utils.option_schema import Component, validate
 from basicsr.utils.registry import METRIC_REGISTRY
 
 NUMPY_METRICS = (calculate_psnr, calculate_ssim, calculate_ssim_3d)
-TORCH_METRICS = (calculate_psnr_pt, calculate_ssim_pt, calculate_ssim_3d_pt)
 
 
 def textured_pair(height=24, width=28, seed=0):
@@ -75,8 +67,6 @@ def test_y_channel_follows_the_bt601_formula():
     assert y.shape == (1, 6, 1) and y.dtype == np.float64
     np.testing.assert_allclose(y[0, :5, 0], [16.0, 235.0, 16 + 65.481, 16 + 128.553, 16 + 24.966], atol=1e-12)
     np.testing.assert_allclose(y[..., 0], hand_luma_bgr(pixels), atol=1e-12)
-    rgb = torch.from_numpy(pixels[..., ::-1].astype(np.float64).copy()).permute(2, 0, 1)[None]
-    np.testing.assert_allclose(rgb_to_y_pt(rgb)[0, 0].numpy(), y[..., 0], atol=1e-12)
 
 
 def test_psnr_matches_the_definition_on_hand_made_images():
@@ -162,36 +152,10 @@ def test_ssim_of_identical_images_is_one(metric):
     assert metric(img, img, 1, test_y_channel=True) == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize(('numpy_metric', 'torch_metric'), list(zip(NUMPY_METRICS, TORCH_METRICS, strict=True)))
-@pytest.mark.parametrize('test_y_channel', (False, True))
-@pytest.mark.parametrize('crop_border', (0, 2))
-def test_tensor_metrics_equal_numpy_metrics(numpy_metric, torch_metric, test_y_channel, crop_border):
-    pairs = [textured_pair(seed=seed) for seed in (1, 2)]
-    bgr, bgr2 = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-    expected = [numpy_metric(bgr[i], bgr2[i], crop_border, test_y_channel=test_y_channel) for i in range(2)]
-    for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
-        values = torch_metric(to_tensor(bgr, dtype), to_tensor(bgr2, dtype), crop_border, test_y_channel=test_y_channel)
-        assert values.shape == (2,) and values.dtype == torch.float64
-        np.testing.assert_allclose(values.numpy(), expected, rtol=0, atol=tolerance)
-
-
-def test_tensor_metrics_of_identical_images():
-    x = to_tensor(textured_pair()[0][None])
-    assert calculate_psnr_pt(x, x, 0).item() == math.inf
-    assert calculate_ssim_pt(x, x, 0).item() == pytest.approx(1.0, abs=1e-12)
-    assert calculate_ssim_3d_pt(x, x, 0).item() == pytest.approx(1.0, abs=1e-12)
-
-
-def test_ssim_3d_tensor_uses_the_per_image_range_rule():
-    dark = np.zeros((1, 12, 12, 3), np.uint8)
-    dark[0, 3:6, 4:9] = 1  # max 1 -> M = 1, as the numpy version decides on the uint8 image
-    dark2 = np.roll(dark, 2, axis=2)
-    bright, bright2 = (x[None] for x in textured_pair(12, 12))
-    expected = [calculate_ssim_3d(dark[0], dark2[0], 0), calculate_ssim_3d(bright[0], bright2[0], 0)]
-    for dtype in (torch.float64, torch.float32):
-        batch, batch2 = (to_tensor(np.concatenate(pair), dtype) for pair in ((dark, bright), (dark2, bright2)))
-        np.testing.assert_allclose(calculate_ssim_3d_pt(batch, batch2, 0).numpy(), expected, atol=1e-6)
-    assert expected[0] < 0.5  # with M = 255 these nearly black images would score close to 1
+def test_ssim_3d_uses_range_1_for_images_with_max_1():
+    dark = np.zeros((12, 12, 3), np.uint8)
+    dark[3:6, 4:9] = 1  # max 1 -> M = 1
+    assert calculate_ssim_3d(dark, np.roll(dark, 2, axis=1), 0) < 0.5  # with M = 255 it would score close to 1
 
 
 def test_standard_and_3d_ssim_on_a_blurred_photo():
@@ -217,26 +181,13 @@ def test_numpy_metrics_reject_bad_inputs(metric):
         metric(img[..., :1], img[..., :1], 0, test_y_channel=True)
     with pytest.raises(ValueError, match=r'Expected an image of shape .* got shape \(1, 16, 16, 3\)'):
         metric(img[None], img[None], 0)
-    with pytest.raises(TypeError, match=r'got Tensor; for \(N, C, H, W\) torch tensors use the \*_pt metrics'):
+    with pytest.raises(TypeError, match=r'got Tensor; convert tensors with basicsr.utils.img_util.tensor2img'):
         metric(torch.zeros(16, 16, 3), torch.zeros(16, 16, 3), 0)
 
 
 def test_standard_ssim_needs_an_11_pixel_window():
     with pytest.raises(ValueError, match=r'crop_border=1 leaves 8x10 pixels .* needs at least 11x11'):
         calculate_ssim(np.zeros((10, 12, 3)), np.zeros((10, 12, 3)), 1)
-    with pytest.raises(ValueError, match=r'needs at least 11x11'):
-        calculate_ssim_pt(torch.zeros(1, 3, 10, 12), torch.zeros(1, 3, 10, 12), 0)
-
-
-@pytest.mark.parametrize('metric', TORCH_METRICS)
-def test_tensor_metrics_reject_bad_inputs(metric):
-    x = torch.zeros(1, 3, 16, 16)
-    with pytest.raises(ValueError, match=r'same shape, got \(1, 3, 16, 16\) and \(2, 3, 16, 16\)'):
-        metric(x, torch.zeros(2, 3, 16, 16), 0)
-    with pytest.raises(ValueError, match=r'Expected \(N, C, H, W\) torch tensors in \[0, 1\], got \(3, 16, 16\)'):
-        metric(x[0], x[0], 0)
-    with pytest.raises(ValueError, match=r'needs \(N, 3, H, W\) RGB tensors, got shape \(1, 1, 16, 16\)'):
-        metric(x[:, :1], x[:, :1], 0, test_y_channel=True)
 
 
 def test_numpy_metrics_are_registered_with_option_schemas():

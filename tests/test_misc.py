@@ -1,4 +1,4 @@
-"""Small helpers: seeding, archiving folders, file listing, the newest training state."""
+"""Small helpers: seeding, archiving folders, the newest training state."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from basicsr.utils.misc import (
     get_time_str,
     mkdir_and_rename,
     newest_training_state,
-    scandir,
     set_random_seed,
-    sizeof_fmt,
 )
 
 
@@ -65,17 +63,6 @@ def test_mkdir_and_rename_archives_an_existing_folder_instead_of_deleting_it(tmp
         'exp', 'exp_archived_20250101_120000', 'exp_archived_20250101_120000_1']
 
 
-def test_scandir(tmp_path):
-    for name in ('b.png', 'a.png', 'c.txt', 'sub/d.png', 'sub/deeper/e.PNG'):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text('x')
-    assert list(scandir(tmp_path)) == ['a.png', 'b.png', 'c.txt']
-    assert list(scandir(tmp_path, suffix='.png')) == ['a.png', 'b.png']
-    assert list(scandir(tmp_path, suffix=('.png', '.txt'))) == ['a.png', 'b.png', 'c.txt']
-    assert list(scandir(tmp_path, suffix='.png', recursive=True)) == ['a.png', 'b.png', 'sub/d.png']
-    assert list(scandir(str(tmp_path), recursive=True))[-1] == 'sub/deeper/e.PNG'
-
-
 def test_newest_training_state_compares_iterations_as_numbers(tmp_path):
     for name in ('9.state', '10.state', '200.state', 'latest.state', '300.pth', '1000.state.bak'):
         (tmp_path / name).write_text('x')
@@ -85,9 +72,3 @@ def test_newest_training_state_compares_iterations_as_numbers(tmp_path):
 def test_newest_training_state_without_states(tmp_path):
     assert newest_training_state(tmp_path) is None
     assert newest_training_state(tmp_path / 'missing') is None
-
-
-def test_sizeof_fmt():
-    assert sizeof_fmt(512) == '512.0 B'
-    assert sizeof_fmt(1536) == '1.5 KB'
-    assert sizeof_fmt(3 * 1024**3) == '3.0 GB'

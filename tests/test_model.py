@@ -10,11 +10,15 @@ import pytest
 import torch
 import yaml
 
-from basicsr.data import build_dataloader, build_dataset
+from basicsr.data import build_dataloader
 from basicsr.data.h5_layout import TrainingH5Writer
-from basicsr.models import build_model
+from basicsr.engine.context import ExperimentPaths, RunContext
+from basicsr.engine.options import OptionsError, load_options
+from basicsr.engine.run_setup import build_dataset, build_model, check_event_channels
 from basicsr.models.evaluation import format_table, summarize_records, tile_starts, tiled_forward
-from basicsr.utils.options import ExperimentPaths, RunContext, load_options
+from basicsr.utils.errors import InvalidInputError
+from basicsr.utils.img_util import imread
+from basicsr.utils.registry import ARCH_REGISTRY, build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,10 +82,10 @@ def test_loss_is_the_sum_over_both_stages_and_gradients_are_clipped(tmp_path, da
     batch = train_batch(opt)
     model.feed_data(batch)
     with torch.no_grad():
-        out_1, out_2 = model.net_g(x=model.lq, event=model.voxel, mask=model.mask)
+        out_1, out_2 = model.net_g(model.frame, model.voxel, model.mask)
 
     def psnr_loss(pred):
-        mse = ((pred - model.gt) ** 2).mean(dim=(1, 2, 3))
+        mse = ((pred - model.frame_gt) ** 2).mean(dim=(1, 2, 3))
         return 0.5 * 10 / math.log(10) * torch.log(mse + 1e-8).mean()
 
     model.optimize_parameters(1)
@@ -123,10 +127,10 @@ def test_ema_weights_are_saved_and_used_for_testing(tmp_path, data):
     for name, value in model.net_g_ema.state_dict().items():
         assert torch.equal(checkpoint['params_ema'][name], value)
     with torch.no_grad():
-        expected = model.net_g_ema(x=model.lq, event=model.voxel, mask=model.mask)[-1]
-    assert torch.allclose(model.test(use_mask=True), expected)
-    plain = model.net_g(x=model.lq, event=model.voxel, mask=model.mask)[-1]
-    assert not torch.allclose(model.test(use_mask=True), plain)
+        expected = model.net_g_ema(model.frame, model.voxel, model.mask)[-1]
+    assert torch.allclose(model.test(model.frame, model.voxel, model.mask), expected)
+    plain = model.net_g(model.frame, model.voxel, model.mask)[-1]
+    assert not torch.allclose(model.test(model.frame, model.voxel, model.mask), plain)
 
 
 def test_bf16_autocast_on_cpu_trains(tmp_path, data):
@@ -141,12 +145,17 @@ def test_fp16_on_cpu_is_refused_naming_the_option(tmp_path, data):
         make_model(tmp_path, data, performance={'amp': 'fp16'})
 
 
-def test_voxel_channels_must_match_the_network(tmp_path):
+def test_voxel_channels_must_match_the_network_before_the_first_batch(tmp_path):
     folder = tmp_path / 'data7'
     write_file(folder / 'seq.h5', num_items=2, height=16, width=16, channels=7)
     model, opt = make_model(tmp_path, folder)
-    with pytest.raises(ValueError, match='voxels with 7 channels but network_g.ev_chn is 6'):
-        model.feed_data(train_batch(opt))
+    dataset = build_dataset(opt['datasets']['train'])
+    assert dataset.voxel_channels == 7
+    with pytest.raises(InvalidInputError, match="Data set 'tr' gives voxels with 7 channels but network_g.ev_chn is 6; "
+                                                'make them equal: set network_g.ev_chn'):
+        check_event_channels(model, {'tr': dataset})
+    matching, _ = make_model(tmp_path, folder, network_g={'type': 'EFNet', 'wf': 8, 'ev_chn': 7})
+    check_event_channels(matching, {'tr': dataset})
 
 
 def test_tiled_validation_equals_the_mean_of_tile_outputs_and_tiles_the_mask(tmp_path, data):
@@ -155,16 +164,16 @@ def test_tiled_validation_equals_the_mean_of_tile_outputs_and_tiles_the_mask(tmp
     seen = []
     net = model.net_g
 
-    def recording_forward(x, event, mask=None):
-        seen.append((tuple(x.shape), tuple(event.shape), None if mask is None else tuple(mask.shape)))
-        return [x, x * 0 + 0.25]
+    def recording_forward(frame, voxel, mask):
+        seen.append((tuple(frame.shape), tuple(voxel.shape), None if mask is None else tuple(mask.shape)))
+        return [frame, frame * 0 + 0.25]
 
-    model.net_g = lambda **kw: recording_forward(**kw)
+    model.net_g = lambda *inputs: recording_forward(*inputs)
     model.net_g.training = False
     model.net_g.eval = lambda: None
     model.net_g.train = lambda mode=True: None
     model.feed_data(next(iter(build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val']))))
-    output = model.test(use_mask=True)
+    output = model.test(model.frame, model.voxel, model.mask)
     assert output.shape == (1, 3, 24, 20)
     assert torch.allclose(output, torch.full_like(output, 0.25))
     # 24 x 20 with 16-pixel tiles, overlap >= 4: rows start at 0, 8; columns at 0, 4 -> 4 tiles, minibatches 3 + 1
@@ -189,7 +198,8 @@ def test_tiled_forward_of_a_pixelwise_function_equals_the_full_forward():
     x = torch.rand(1, 3, 37, 50)
     conv = torch.nn.Conv2d(3, 2, 1)
     full = conv(x)
-    tiled = tiled_forward(lambda x: conv(x), {'x': x}, tile=16, overlap=5, max_minibatch=4)
+    tiled = tiled_forward(lambda x, none: conv(x) if none is None else None, [x, None], tile=16, overlap=5,
+                          max_minibatch=4)
     assert torch.allclose(tiled, full, atol=1e-6)
 
 
@@ -201,9 +211,8 @@ def test_reblur_protocol_evaluates_the_first_256_rows(tmp_path):
                                 'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder),
                                          'return_mask': True, 'use_mask': True}})
     loader = build_dataloader(build_dataset(opt['datasets']['test']), opt['datasets']['test'])
+    assert opt['datasets']['test']['eval_rows'] == 256
     result = model.validation(loader, opt['datasets']['test'], current_iter=-1, save_dir=tmp_path / 'vis')
-    from basicsr.utils.img_util import imread
-
     assert imread(tmp_path / 'vis' / 'seq' / '0000.png').shape == (256, 8, 3)
     batch = next(iter(loader))
     gt = batch['frame_gt'][0, :, :256].numpy().transpose(1, 2, 0) * 255
@@ -235,22 +244,19 @@ def test_shipped_option_files_build_network_and_datasets(option_file, tmp_path):
     overrides = [f'datasets:{key}:dataroot={folder}' for key in raw['datasets']]
     overrides += ['path:pretrain_network_g=~', f'path:root={tmp_path}']
     opt = load_options(ROOT / option_file, is_train=is_train, overrides=overrides)
-    from basicsr.archs import build_network
-
-    net = build_network(opt['network_g'])
+    net = build(ARCH_REGISTRY, opt['network_g'])
     assert sum(p.numel() for p in net.parameters()) > 0
     for dataset_opt in opt['datasets'].values():
         item = build_dataset(dataset_opt)[0]
-        assert item['voxel'].shape[0] == opt['network_g'].get('ev_chn', 6)
+        assert item['voxel'].shape[0] == net.ev_chn
         if dataset_opt['crop_size']:
             assert item['frame'].shape[-2:] == (dataset_opt['crop_size'],) * 2
 
 
 def test_pretrained_weights_are_read_from_the_chosen_entry(tmp_path, data):
-    from basicsr.archs import build_network
-
     torch.manual_seed(1)
-    params, ema = build_network({'type': 'EFNet', 'wf': 8}).state_dict(), build_network({'type': 'EFNet', 'wf': 8})
+    efnet = {'type': 'EFNet', 'wf': 8}
+    params, ema = build(ARCH_REGISTRY, efnet).state_dict(), build(ARCH_REGISTRY, efnet)
     checkpoint = tmp_path / 'ckpt.pth'
     torch.save({'params': params, 'params_ema': ema.state_dict()}, checkpoint)
     for key, changes, expected in [('param_key_g', {}, params), ('param_key', {'path__param_key': 'params_ema'},
@@ -261,7 +267,72 @@ def test_pretrained_weights_are_read_from_the_chosen_entry(tmp_path, data):
 
 
 def test_conflicting_param_keys_are_rejected(tmp_path, data):
-    from basicsr.utils.options import OptionsError
-
     with pytest.raises(OptionsError, match="path.param_key: is 'params_ema' but path.param_key_g is 'params'"):
         make_model(tmp_path, data, path__param_key='params_ema', path__param_key_g='params')
+
+
+class RecordingTensorBoard:
+    def __init__(self):
+        self.images, self.scalars = {}, {}
+
+    def add_image(self, tag, image, step):
+        self.images[tag] = image
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = value
+
+
+def identity_network(model, output=None):
+    """Replace the network by one that returns the blurry frame (or ``output``) as both stages."""
+
+    class Identity(torch.nn.Module):
+        def forward(self, frame, voxel, mask=None):
+            result = frame if output is None else output.expand_as(frame)
+            return [result, result]
+
+    model.net_g = Identity()
+
+
+def test_a_red_frame_stays_red_in_the_png_and_the_tensorboard_preview(tmp_path):
+    """BGR data (the HDF5 frames) with val.rgb2bgr left at null: no swap for OpenCV, RGB for TensorBoard."""
+    folder = tmp_path / 'red'
+    red_bgr = np.zeros((3, 16, 16), np.uint8)
+    red_bgr[2] = 255  # channel order B, G, R
+    with TrainingH5Writer(folder / 'seq.h5') as writer:
+        writer.add(red_bgr, voxel=np.zeros((6, 16, 16), np.float32), sharp=red_bgr)
+    model, opt = make_model(tmp_path, folder, is_train=False, val__rgb2bgr=None, datasets={
+        'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder)}})
+    assert opt['val']['rgb2bgr'] is None
+    identity_network(model)
+    dataset = build_dataset(opt['datasets']['test'])
+    assert dataset.channel_order == 'BGR'
+    board = RecordingTensorBoard()
+    model.validation(build_dataloader(dataset, opt['datasets']['test']), opt['datasets']['test'], current_iter=1,
+                     tb_logger=board, save_dir=tmp_path / 'vis')
+    png = imread(tmp_path / 'vis' / 'seq' / '0000.png')  # OpenCV reads BGR
+    assert (png[..., 2] == 255).all() and (png[..., :2] == 0).all()
+    preview = board.images['val/te/0']  # blurry | output | sharp, RGB
+    assert preview.shape == (3, 16, 48)
+    assert torch.equal(preview[0], torch.ones(16, 48)) and not preview[1:].any()
+
+
+def test_a_non_finite_output_names_the_data_set_and_item(tmp_path, data):
+    model, opt = make_model(tmp_path, data, is_train=False)
+    identity_network(model, output=torch.tensor(float('nan')))
+    loader = build_dataloader(build_dataset(opt['datasets']['val']), opt['datasets']['val'])
+    with pytest.raises(InvalidInputError, match=r"data set 'va', item seq_a/0: the network output contains NaN or inf"):
+        model.validation(loader, opt['datasets']['val'], current_iter=-1)
+
+
+def test_eval_rows_is_chosen_per_evaluation_set(tmp_path, data):
+    sets = {'test': {'name': 'a', 'type': 'H5ImageDataset', 'dataroot': str(data)},
+            'test_2': {'name': 'b', 'type': 'H5ImageDataset', 'dataroot': str(data), 'eval_rows': 8}}
+    model, opt = make_model(tmp_path, data, is_train=False, datasets=sets)
+    assert [d['eval_rows'] for d in opt['datasets'].values()] == [None, 8]
+    _, reblur = make_model(tmp_path, data, is_train=False, datasets=sets, dataset_name='REBlur')
+    assert [d['eval_rows'] for d in reblur['datasets'].values()] == [256, 8]
+    identity_network(model)
+    for dataset_opt, rows in zip(opt['datasets'].values(), (24, 8)):
+        loader = build_dataloader(build_dataset(dataset_opt), dataset_opt)
+        model.validation(loader, dataset_opt, current_iter=-1, save_dir=tmp_path / dataset_opt['name'])
+        assert imread(tmp_path / dataset_opt['name'] / 'seq_a' / '0000.png').shape == (rows, 20, 3)

@@ -13,11 +13,7 @@ import pytest
 import torch
 import yaml
 
-from basicsr.utils.option_schema import FrozenDict, freeze
 from basicsr.engine.cli import build_arg_parser, parse_options
-from basicsr.test import main as evaluate_main
-from basicsr.train import main as train_main
-from basicsr.utils.errors import InvalidInputError, MissingInputError
 from basicsr.engine.context import ExperimentPaths
 from basicsr.engine.options import (
     OptionsError,
@@ -27,6 +23,10 @@ from basicsr.engine.options import (
     load_yaml,
     parse_yaml_value,
 )
+from basicsr.test import main as evaluate_main
+from basicsr.train import main as train_main
+from basicsr.utils.errors import InvalidInputError, MissingInputError
+from basicsr.utils.option_schema import FrozenDict, freeze
 
 OFFICIAL = Path(__file__).resolve().parent / 'data' / 'official_options'
 REPO_OPTIONS = Path(__file__).resolve().parents[1] / 'options'

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from component_options import validated
 from conftest import load_script
 
 from basicsr.data.h5_image_dataset import H5ImageDataset
@@ -17,6 +18,7 @@ from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.data.scer_conversion import frame_chw
 from basicsr.events import RawEventH5, event_mask, events_to_scer, write_raw_events_h5
+from basicsr.utils.registry import DATASET_REGISTRY
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts' / 'data_preparation'
 STREET = Path(__file__).resolve().parent / 'data' / 'davis346_street' / 'street.aedat4'
@@ -181,8 +183,10 @@ def test_raw_event_dataset_agrees_with_make_voxels(tmp_path, mode):
     write_hand_made_raw(tmp_path / 'raw' / 'rec.h5')
     make_voxels.main(['--input_path', str(tmp_path / 'raw'), '--save_path', str(tmp_path / 'h5'), '--mode', mode])
     common = {'return_mask': True, 'use_flip': True, 'crop_size': 3}
-    stored = H5ImageDataset({'dataroot': str(tmp_path / 'h5'), **common})
-    computed = RawEventDataset({'dataroot': str(tmp_path / 'raw'), 'mode': mode, **common})
+    stored = H5ImageDataset(validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'),
+                                                         **common}))
+    computed = RawEventDataset(validated(DATASET_REGISTRY, {'type': 'RawEventDataset',
+                                                            'dataroot': str(tmp_path / 'raw'), 'mode': mode, **common}))
     assert len(stored) == len(computed) == (3 if mode == 'gopro' else 5)
     for index in range(len(stored)):
         torch.manual_seed(index)
@@ -276,7 +280,8 @@ def test_convert_events_on_the_real_davis_recording(tmp_path):
     info = inspect_training_h5(tmp_path / 'h5' / 'street.h5', ['voxels', 'masks'])
     assert (info.num_items, info.frame_size, info.voxel_channels) == (59, (260, 346), 6)
     assert 'sharp_images' not in info.groups
-    dataset = H5ImageDataset({'dataroot': str(tmp_path / 'h5'), 'return_gt_frame': False, 'return_mask': True})
+    dataset = H5ImageDataset(validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'),
+                                                          'return_gt_frame': False, 'return_mask': True}))
     item = dataset[30]
     assert item['frame'].shape == (3, 260, 346) and item['voxel'].shape == (6, 260, 346)
     assert torch.equal(item['frame'][0], item['frame'][2])  # grey APS frame repeated

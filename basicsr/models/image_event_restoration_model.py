@@ -52,8 +52,8 @@ def _val_rules(val: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 TRAIN_OPTIONS = Section(
     {
-        'optim_g': Component(OPTIMIZER_REGISTRY, skip=('params',), doc='e.g. {type: AdamW, lr: 2e-4}'),
-        'scheduler': Component(SCHEDULER_REGISTRY, skip=('optimizer', 'last_epoch')),
+        'optim_g': Component(OPTIMIZER_REGISTRY, doc='e.g. {type: AdamW, lr: 2e-4}'),
+        'scheduler': Component(SCHEDULER_REGISTRY),
         'total_iter': Key(int, check=_positive, doc='number of training iterations'),
         'warmup_iter': Key(int, default=-1, doc='linear warm-up iterations; -1 = none'),
         'pixel_opt': Component(LOSS_REGISTRY, doc='e.g. {type: PSNRLoss, loss_weight: 0.5}'),
@@ -83,7 +83,7 @@ VAL_OPTIONS = Section(
                            'order (BGR frames: no swap)'),
         'use_image': Key(bool, default=True, doc='metrics on uint8-rounded images (the reference)'),
         'pbar': Key(bool, default=True, doc='progress bar during validation'),
-        'metrics': MapOf(Component(METRIC_REGISTRY, skip=('img', 'img2', 'input_order')), default=None),
+        'metrics': MapOf(Component(METRIC_REGISTRY), default=None),
     },
     rules=_val_rules,
 )

@@ -365,7 +365,7 @@ class Component(Node):
     The other keys are checked against ``common`` (keys every component of this kind takes, such
     as a dataset's ``name`` and loader settings) plus the component's own keys: its
     ``option_schema`` attribute (a mapping name -> node) when it has one, else its signature
-    (minus the names in ``skip``, which the framework passes itself). A component's
+    (minus the registry's ``runtime_args`` and the names in ``skip``, which the framework passes itself). A component's
     ``option_rules(values)`` (if it has one) checks rules across its keys.
     """
 
@@ -394,7 +394,7 @@ class Component(Node):
         schema = getattr(obj, 'option_schema', None)
         if schema is not None:
             return dict(schema)
-        return signature_keys(obj, skip=self.skip)
+        return signature_keys(obj, skip=tuple(self.registry.runtime_args) + tuple(self.skip))
 
     def check(self, value: Any, path: str, problems: list[Problem]) -> Any:
         if value is None and not self.required:
@@ -454,5 +454,6 @@ def check_component(registry: Registry, options: Mapping[str, Any], where: str =
     """
     result, problems = validate(options, Component(registry, required=True, **node_args))
     if problems:
-        raise InvalidInputError(format_problems(f"Invalid {where or registry.name + ' options'}", problems))
+        where = where or f"{registry.name} options of type {options.get('type')!r}"
+        raise InvalidInputError(format_problems(f'Invalid {where}', problems))
     return freeze(result)

@@ -56,10 +56,13 @@ class Registry:
         name: what the registry holds, used in messages (e.g. ``'arch'``).
         modules: dotted module names imported on the first lookup; they register the built-in
             components of this kind.
+        runtime_args: constructor arguments the framework passes when building (the parameters of an
+            optimiser, the optimiser of a scheduler), so they are not option keys.
     """
 
-    def __init__(self, name: str, modules: Iterable[str] = ()):
+    def __init__(self, name: str, modules: Iterable[str] = (), runtime_args: tuple[str, ...] = ()):
         self._name = name
+        self.runtime_args = runtime_args
         self._modules = tuple(modules)
         self._modules_loaded = False
         self._obj_map: dict[str, Any] = {}
@@ -139,9 +142,10 @@ DATASET_REGISTRY = Registry(
 )
 MODEL_REGISTRY = Registry('model', modules=['basicsr.models.image_event_restoration_model'])
 LOSS_REGISTRY = Registry('loss', modules=['basicsr.losses.basic_loss'])
-METRIC_REGISTRY = Registry('metric', modules=['basicsr.metrics.psnr_ssim'])
-OPTIMIZER_REGISTRY = Registry('optimizer', modules=['basicsr.models.optimizers'])
-SCHEDULER_REGISTRY = Registry('scheduler', modules=['basicsr.models.lr_scheduler'])
+METRIC_REGISTRY = Registry('metric', modules=['basicsr.metrics.psnr_ssim'], runtime_args=('img', 'img2'))
+OPTIMIZER_REGISTRY = Registry('optimizer', modules=['basicsr.models.optimizers'], runtime_args=('params',))
+SCHEDULER_REGISTRY = Registry('scheduler', modules=['basicsr.models.lr_scheduler'],
+                              runtime_args=('optimizer', 'last_epoch'))
 
 
 def build(registry: Registry, options: Mapping[str, Any], *, type_key: str = 'type', **runtime: Any) -> Any:

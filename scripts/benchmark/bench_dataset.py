@@ -27,10 +27,6 @@ import h5py
 import numpy as np
 import torch
 
-_ROOT = Path(__file__).resolve().parents[2]
-if (_ROOT / 'basicsr').is_dir() and str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))  # run from a clone without `pip install -e .`
-
 from basicsr.data.h5_image_dataset import H5ImageDataset
 from basicsr.data.h5_layout import (
     IMAGES,

@@ -17,19 +17,15 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from types import MethodType
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from basicsr.archs.arch_util import count_parameters  # noqa: E402
-from basicsr.archs.efnet_arch import EFNet  # noqa: E402
-from basicsr.archs.efnet_blocks import EventImageChannelAttention, UNetConvBlock, _ResidualConvBody  # noqa: E402
+from basicsr.archs.arch_util import count_parameters
+from basicsr.archs.efnet_arch import EFNet
+from basicsr.archs.efnet_blocks import EventImageChannelAttention, UNetConvBlock, _ResidualConvBody
 
 # ----------------------------------------------------------------------------------------------
 # BASELINE: the blocks written the straightforward way the spec describes them (out-of-place

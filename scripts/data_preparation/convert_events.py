@@ -18,13 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-
-_ROOT = Path(__file__).resolve().parents[2]
-if (_ROOT / 'basicsr').is_dir() and str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))  # run from a clone without `pip install -e .`
 
 from basicsr.events import SUPPORTED_EXTENSIONS, read_events, write_raw_events_h5
 

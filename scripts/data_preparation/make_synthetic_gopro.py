@@ -40,16 +40,11 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 from tqdm import tqdm
-
-_ROOT = Path(__file__).resolve().parents[2]
-if (_ROOT / 'basicsr').is_dir() and str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))  # run from a clone without `pip install -e .`
 
 from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.scer_conversion import convert_raw_to_training

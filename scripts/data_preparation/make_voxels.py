@@ -37,13 +37,8 @@ import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from tqdm import tqdm
-
-_ROOT = Path(__file__).resolve().parents[2]
-if (_ROOT / 'basicsr').is_dir() and str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))  # run from a clone without `pip install -e .`
 
 from basicsr.data.base_event_dataset import list_dataroot_files
 from basicsr.data.h5_layout import TrainingH5Error, inspect_training_h5
