@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-# An installed torch >= 2.1 (e.g. a CUDA build) is reused; otherwise torch==$(TORCH_VERSION) is installed.
-HAVE_TORCH := $(shell $(PYTHON) -c "import torch,sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 1))" >/dev/null 2>&1 && echo yes)
+# An installed torch >= 2.3 (e.g. a CUDA build) is reused; otherwise torch==$(TORCH_VERSION) is installed.
+HAVE_TORCH := $(shell $(PYTHON) -c "import torch,sys; v=tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 3))" >/dev/null 2>&1 && echo yes)
 
 .PHONY: setup test lint demo demo-data demo-train demo-test demo-figure clean
 

@@ -21,9 +21,9 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['basicsr', 'basicsr.*']),
-    python_requires='>=3.10',
+    python_requires='>=3.11',
     install_requires=[
-        'torch>=2.1',
+        'torch>=2.3',
         'numpy>=1.24',
         'opencv-python-headless>=4.8',
         'h5py>=3.8',
@@ -34,6 +34,9 @@ setup(
         'tqdm>=4.60',
         'matplotlib>=3.7',
     ],
+    entry_points={
+        'console_scripts': ['basicsr-train=basicsr.train:main', 'basicsr-test=basicsr.test:main'],
+    },
     extras_require={
         'aedat': ['aedat>=2.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3'],

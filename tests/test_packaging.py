@@ -123,3 +123,33 @@ def test_readme_starts_with_the_two_commands():
     assert text[:first_block_at].count('\n## ') == 0, 'the commands must come before the first section'
     commands = [line.split('#', 1)[0].strip() for line in blocks[0].splitlines()]
     assert 'make demo' in commands and 'make test' in commands
+
+
+IMPORTED_THROUGH = {'tensorboard': 'torch.utils.tensorboard'}
+"""Distributions used through another package's module rather than imported by their own name."""
+
+UNUSED_BUT_DECLARED = {'lmdb'}  # decided by the speed issue
+
+
+def imported_module_names() -> set[str]:
+    """Dotted names of every absolute import (functions included) in basicsr/ and scripts/."""
+    names = set()
+    for folder in ('basicsr', 'scripts'):
+        for path in (REPO_ROOT / folder).rglob('*.py'):
+            for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module)
+    return names
+
+
+def test_every_runtime_requirement_is_imported():
+    import_name_of = {normalise(dist): name for name, dist in DISTRIBUTION_OF.items()}
+    imported = imported_module_names()
+    unused = []
+    for distribution in sorted(declared_requirements() - UNUSED_BUT_DECLARED):
+        module = IMPORTED_THROUGH.get(distribution, import_name_of.get(distribution, distribution))
+        if not any(name == module or name.startswith(module + '.') for name in imported):
+            unused.append(distribution)
+    assert unused == [], f'in requirements.txt but imported nowhere in basicsr/ or scripts/: {unused}'

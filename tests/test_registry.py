@@ -1,4 +1,4 @@
-"""Registries: registration forms, lookup, error messages, lazy loading of the built-in modules."""
+"""Registries: registration forms, lookup, error messages, lazy loading of the built-in modules, build()."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from basicsr.utils.registry import Registry, RegistryError, closest_match
+from basicsr.utils.option_schema import freeze
+from basicsr.utils.registry import Registry, RegistryError, build, closest_match
 
 
 @pytest.fixture
@@ -233,3 +234,44 @@ def test_builtin_components_are_found_without_optional_dependencies(run_python, 
     result = run_python('-c', script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'found all'
+
+
+# ---------------------------------------------------------------------------------------------- build()
+def test_build_calls_classes_with_keywords_and_runtime_arguments():
+    registry = Registry('optimizer')
+
+    @registry.register()
+    class Widget:
+        def __init__(self, params, lr, betas=(0.9, 0.99)):
+            self.params, self.lr, self.betas = params, lr, betas
+
+    options = freeze({'type': 'Widget', 'lr': 0.5, 'betas': [0.1, 0.2]})
+    widget = build(registry, options, params=['p'])
+    assert (widget.params, widget.lr, widget.betas) == (['p'], 0.5, (0.1, 0.2))
+    assert options == {'type': 'Widget', 'lr': 0.5, 'betas': (0.1, 0.2)}  # not consumed
+
+
+def test_build_passes_the_whole_options_to_classes_that_take_them():
+    registry = Registry('model')
+
+    @registry.register()
+    class Model:
+        takes_options = True
+
+        def __init__(self, opt, ctx):
+            self.opt, self.ctx = opt, ctx
+
+    opt = freeze({'model_type': 'Model', 'name': 'x'})
+    model = build(registry, opt, type_key='model_type', ctx='context')
+    assert model.opt is opt and model.ctx == 'context'
+
+
+def test_build_binds_the_options_of_functions():
+    registry = Registry('metric')
+
+    @registry.register()
+    def difference(img, img2, scale, offset=0):
+        return scale * (img - img2) + offset
+
+    metric = build(registry, {'type': 'difference', 'scale': 2})
+    assert metric(5, 3) == 4 and metric(5, 3, offset=1) == 5
