@@ -16,6 +16,7 @@ from basicsr.engine.context import ExperimentPaths, RunContext
 from basicsr.engine.options import OptionsError, load_options
 from basicsr.engine.run_setup import build_dataset, build_model, check_event_channels
 from basicsr.models.evaluation import format_table, summarize_records, tile_starts, tiled_forward
+from basicsr.models.image_event_restoration_model import swaps_channels
 from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.img_util import imread
 from basicsr.utils.registry import ARCH_REGISTRY, build
@@ -336,3 +337,15 @@ def test_eval_rows_is_chosen_per_evaluation_set(tmp_path, data):
         loader = build_dataloader(build_dataset(dataset_opt), dataset_opt)
         model.validation(loader, dataset_opt, current_iter=-1, save_dir=tmp_path / dataset_opt['name'])
         assert imread(tmp_path / dataset_opt['name'] / 'seq_a' / '0000.png').shape == (rows, 20, 3)
+
+
+OFFICIAL = ROOT / 'tests' / 'data' / 'official_options'
+
+
+@pytest.mark.parametrize('option_file', sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob('options/**/*.yml'),
+                                                                                   *OFFICIAL.glob('**/*.yml')]))
+def test_shipped_and_official_files_keep_the_colours_of_bgr_data(option_file):
+    """With the HDF5 frames in BGR, no file swaps the channels for OpenCV (PNGs, metrics)."""
+    val = yaml.safe_load((ROOT / option_file).read_text()).get('val') or {}
+    assert swaps_channels(val.get('rgb2bgr'), 'BGR') is False
+    assert swaps_channels(None, 'RGB') is True and swaps_channels(True, 'BGR') is True
