@@ -303,7 +303,8 @@ def load_options(
             name with ``debug_`` as BasicSR does; a name containing 'debug' does the same.
 
     Returns:
-        The validated, read-only options with defaults filled in; every data set has ``phase``.
+        The validated, read-only options with defaults filled in; every data set has ``phase``, and
+        ``eval_rows`` is 256 for data sets without one when the top-level ``dataset_name`` is REBlur.
 
     Raises:
         MissingInputError, OptionsError: the message names the file, each key path and the fix.
