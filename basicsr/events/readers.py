@@ -213,15 +213,22 @@ class RawEventH5:
                          for n in self.frame_names], dtype=np.float64).reshape(-1, 2)
 
     def read_frame(self, i: int) -> np.ndarray:
-        """Frame i: (H, W) or (H, W, 3) uint8, as stored."""
-        return self._read(f"images/{self.frame_names[self._frame_index(i, len(self.frame_names), 'images')]}")
+        """Frame i: (H, W) or (H, W, 3) uint8, as stored (another dtype is an InvalidInputError naming the frame)."""
+        return self._read_frame(f"images/{self.frame_names[self._frame_index(i, len(self.frame_names), 'images')]}")
 
     def read_sharp_frame(self, i: int) -> np.ndarray | None:
         """Ground-truth frame i like :meth:`read_frame`, or None if the file has no ``sharp_images`` group."""
         if not self.sharp_frame_names:
             return None
         name = self.sharp_frame_names[self._frame_index(i, len(self.sharp_frame_names), 'sharp_images')]
-        return self._read(f'sharp_images/{name}')
+        return self._read_frame(f'sharp_images/{name}')
+
+    def _read_frame(self, key: str) -> np.ndarray:
+        frame = self._read(key)
+        if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise InvalidInputError(f"events file '{self.path}': frame '{key}' is {frame.shape} {frame.dtype}, "
+                                    'expected (H, W) or (H, W, 3) uint8; convert the frames to 8 bits')
+        return frame
 
     def _read(self, key: str, selection: Any = ()) -> np.ndarray:
         """``self._file[key][selection]``; a read error (corrupt or truncated data) names the file and key."""
