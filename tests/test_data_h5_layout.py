@@ -219,5 +219,5 @@ def test_writer_write_errors_name_the_file_and_keep_the_previous_one(tmp_path, m
     assert os.listdir(path.parent) == ['seq.h5']
     monkeypatch.undo()
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(WriteError, match=f"cannot write '{tmp_path / 'file'}'"):
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'file'}': it exists and is not a folder"):
         TrainingH5Writer(tmp_path / 'file' / 'seq.h5').__enter__()

@@ -145,7 +145,7 @@ def test_write_raw_events_h5_creates_its_folder_and_names_write_errors(tmp_path,
     write_raw_events_h5(path, toy_events(), SENSOR)
     assert os.listdir(path.parent) == ['one.h5']
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(WriteError, match=f"cannot write '{tmp_path / 'file'}'"):
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'file'}': it exists and is not a folder"):
         write_raw_events_h5(tmp_path / 'file' / 'one.h5', toy_events(), SENSOR)
 
     previous = path.read_bytes()

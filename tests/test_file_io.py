@@ -101,7 +101,7 @@ def test_a_failing_fsync_is_a_write_error_and_the_destination_is_untouched(tmp_p
 def test_an_output_folder_below_a_regular_file_is_named(tmp_path):
     blocker = tmp_path / 'results'
     blocker.write_text('a file where a folder should be')
-    with pytest.raises(WriteError, match=f"cannot write '{blocker}/run'"):
+    with pytest.raises(WriteError, match=f"cannot write into '{blocker}': it exists and is not a folder"):
         write_text_atomic(blocker / 'run' / 'metrics.json', '{}')
 
 

@@ -263,7 +263,7 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monk
 
 def test_a_save_into_a_folder_below_a_regular_file_is_a_write_error(tmp_path):
     (tmp_path / 'models').write_text('not a folder')
-    with pytest.raises(WriteError, match=f"cannot write '{tmp_path / 'models'}'"):
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'models'}': it exists and is not a folder"):
         save_network(make_net(), tmp_path / 'models' / 'net_g_1.pth')
 
 

@@ -160,14 +160,40 @@ def test_make_voxels_reports_malformed_inputs_and_converts_the_rest(tmp_path, ru
                         '--mode', 'reblur', cwd=tmp_path)
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
-    assert "b_no_exposure.h5': ValueError: raw-event file" in result.stderr
+    assert "b_no_exposure.h5': raw-event file" in result.stderr
     assert "needs the attributes 'exposure_start' and 'exposure_end'" in result.stderr
-    assert "c_no_ts.h5': KeyError: events file" in result.stderr and "has no dataset 'events/ts'" in result.stderr
+    assert "c_no_ts.h5': events file" in result.stderr and "has no dataset 'events/ts'" in result.stderr
     assert '1 file(s) converted (5 items), 0 skipped (complete; --overwrite rebuilds), 2 failed' in result.stdout
     assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
     missing = run_python(str(SCRIPTS / 'make_voxels.py'), '--input_path', str(tmp_path / 'nowhere'), '--save_path',
                          str(tmp_path / 'out'), cwd=tmp_path)
-    assert missing.returncode == 1 and "--input_path '" in missing.stderr and 'Traceback' not in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --input_path '")
+    assert 'Traceback' not in missing.stderr
+
+
+def test_make_voxels_names_corrupt_and_nan_inputs_and_stops_on_an_unwritable_output(tmp_path, run_python):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    write_hand_made_raw(raw / 'a_good.h5')
+    (raw / 'b_truncated.h5').write_bytes((raw / 'a_good.h5').read_bytes()[:2000])
+    write_hand_made_raw(raw / 'c_nan.h5')
+    with h5py.File(raw / 'c_nan.h5', 'a') as handle:
+        ts = handle['events/ts'][()]
+        ts[4] = np.nan
+        handle['events/ts'][...] = ts
+    script = str(SCRIPTS / 'make_voxels.py')
+    result = run_python(script, '--input_path', str(raw), '--save_path', str(tmp_path / 'out'), '--mode', 'reblur',
+                        cwd=tmp_path)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert "b_truncated.h5' cannot be opened as HDF5" in result.stderr
+    assert "c_nan.h5' (events " in result.stderr and 'timestamps must be finite numbers, found ts[' in result.stderr
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
+    (tmp_path / 'blocked').write_text('a file, not a folder')
+    blocked = run_python(script, '--input_path', str(raw / 'a_good.h5'), '--save_path', str(tmp_path / 'blocked'),
+                         cwd=tmp_path)
+    assert blocked.returncode == 2
+    assert blocked.stderr.startswith(f"error: cannot write into '{tmp_path / 'blocked'}': it exists and is not a "
+                                     'folder')
 
 
 def test_gopro_mode_needs_three_frames(tmp_path):

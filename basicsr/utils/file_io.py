@@ -106,13 +106,16 @@ def make_folder(folder: str | os.PathLike) -> None:
     Raises:
         WriteError: the folder cannot be made (a parent is a file, permissions, full disk); names the folder.
     """
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise WriteError(f"cannot write into '{existing}': it exists and is not a folder; remove it or choose "
+                         'another output path')
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
         raise write_error(folder, error) from error
-    if not os.path.isdir(folder):
-        raise WriteError(f"cannot write into '{os.fspath(folder)}': it exists and is not a folder; remove it or "
-                         'choose another output path')
 
 
 def _fsync_file(path: Path) -> None:
