@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +25,8 @@ from basicsr.utils.option_schema import thaw
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'read_training_state', 'save_network',
-           'unwrap_network']
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'newest_readable_training_state',
+           'read_training_state', 'save_network', 'unwrap_network']
 
 _PARAM_KEYS = ('params', 'params_ema')
 _LISTED_KEYS = 10  # names listed per category in mismatch messages; the rest are counted
@@ -143,6 +144,33 @@ def read_training_state(path: str | os.PathLike) -> dict[str, Any]:
                               f"integer 'iter', found {found}); point path.resume_state to a file under "
                               'training_states/.')
     return dict(state)
+
+
+def newest_readable_training_state(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``<iter>.state`` in ``folder`` that can be read, with its content, for ``--auto_resume``.
+
+    A newer state that is truncated or corrupt (a kill or a full disk while it was written by an older version) is
+    skipped with a warning naming it, and the previous one is tried.
+
+    Returns:
+        (path, state) of the newest readable state; None when the folder holds no ``<iter>.state`` file.
+
+    Raises:
+        CheckpointError: there are states but none can be read; the message lists them.
+    """
+    folder = Path(folder)
+    states = sorted((p for p in folder.glob('*.state') if p.stem.isdigit()), key=lambda p: int(p.stem),
+                    reverse=True) if folder.is_dir() else []
+    for path in states:
+        try:
+            return path, read_training_state(path)
+        except CheckpointError as error:
+            logger.warning('Skipping the newest training state: %s', error)
+    if states:
+        raise CheckpointError(f"None of the training states in '{folder}' can be read "
+                              f"({', '.join(p.name for p in states)}); start again without --auto_resume, or point "
+                              'path.resume_state to a readable state.')
+    return None
 
 
 def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tuple[dict[str, Any], str]:
