@@ -100,6 +100,14 @@ class RawEventDataset(BaseEventDataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, ())))
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
+        try:
+            return self._item_arrays(file_number, local_index, augmentation)
+        except InvalidInputError as error:  # the reader names the file and the events; add the item
+            window = self._windows[file_number][local_index]
+            raise type(error)(f'{error} (item {local_index} of {self.sequences[file_number]}, raw frame '
+                              f'{window.frame_index})') from error
+
+    def _item_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
         raw = self._raw_files.get(self.files[file_number])
         window = self._windows[file_number][local_index]
         arrays = {'frame': augmentation.crop(frame_chw(raw.read_frame(window.frame_index)))}
