@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.data.scer_conversion import frame_chw
 from basicsr.events import RawEventH5, event_mask, events_to_scer, write_raw_events_h5
+from basicsr.utils.errors import WriteError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts' / 'data_preparation'
 STREET = Path(__file__).resolve().parent / 'data' / 'davis346_street' / 'street.aedat4'
@@ -194,6 +196,22 @@ def test_make_voxels_names_corrupt_and_nan_inputs_and_stops_on_an_unwritable_out
     assert blocked.returncode == 2
     assert blocked.stderr.startswith(f"error: cannot write into '{tmp_path / 'blocked'}': it exists and is not a "
                                      'folder')
+
+
+def test_make_voxels_stops_at_a_full_disk_and_removes_stale_temporaries(tmp_path, monkeypatch):
+    write_hand_made_raw(tmp_path / 'rec.h5')
+    out = tmp_path / 'out'
+    out.mkdir()
+    stale = out / '.rec.h5.tmp-4194321-0badc0de'  # left by a killed run (no such pid)
+    stale.write_bytes(b'half')
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(h5py.Group, 'create_dataset', full_disk)
+    with pytest.raises(WriteError, match=rf"cannot write '{out / 'rec.h5'}': No space left on device \[ENOSPC\]"):
+        make_voxels.main(['--input_path', str(tmp_path / 'rec.h5'), '--save_path', str(out)])
+    assert os.listdir(out) == []
 
 
 def test_gopro_mode_needs_three_frames(tmp_path):

@@ -21,10 +21,10 @@ Differences from the reference converters, all on purpose:
 * SCER uses float32 timestamps like the reference, but measured from each file's first event, so absolute camera
   clocks keep sub-millisecond resolution.
 
-Outputs are written atomically; an existing complete output (valid layout and the expected item count) is
-skipped unless ``--overwrite``. Malformed inputs are reported at the end (file and key) and make the exit code 1;
-the other files are still converted. A missing input path or an output that cannot be written (full disk,
-permissions) stops the script with one ``error:`` line and exit code 2.
+Outputs are written atomically (temporaries left by a killed run are removed at start); an existing complete output
+(valid layout and the expected item count) is skipped unless ``--overwrite``. Malformed inputs are reported at the
+end (file and key) and make the exit code 1; the other files are still converted. A missing input path or an output
+that cannot be written (full disk, permissions) stops the script with one ``error:`` line and exit code 2.
 
 Example::
 
@@ -55,7 +55,7 @@ from basicsr.data.scer_conversion import (
 )
 from basicsr.engine.entry_point import run_main
 from basicsr.utils.errors import MissingInputError, UserError, WriteError
-from basicsr.utils.file_io import make_folder
+from basicsr.utils.file_io import make_folder, remove_stale_temporaries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     files = input_files(args.input_path)
     make_folder(args.save_path)
+    remove_stale_temporaries(args.save_path)
     jobs = [(path, os.path.join(args.save_path, os.path.basename(path))) for path in files]
     results = []
     with tqdm(total=len(jobs), unit='file', desc='make_voxels') as bar:
