@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from basicsr.data.h5_image_dataset import H5ImageDataset
+from basicsr.data.h5_layout import TrainingH5Writer
 from basicsr.events import RawEventH5, events_to_scer, read_events, write_raw_events_h5
 from basicsr.events.checks import check_coordinates, check_times, validated_events
-from basicsr.utils.errors import InvalidInputError, MissingKeyError, WriteError
+from basicsr.utils.errors import InvalidInputError, MissingKeyError, UserError, WriteError
 
 STREET = Path(__file__).parent / 'data' / 'davis346_street' / 'street.aedat4'
 SENSOR = (6, 9)
@@ -170,3 +172,37 @@ def test_the_shared_checks_work_on_torch_tensors():
         events_to_scer(torch.tensor([0, 1, 0]), torch.tensor([0, 0, 0]), ts, torch.tensor([1, 1, 1]), 2, (1, 2))
     ops, checked = validated_events('f', *(torch.tensor(v) for v in ([0], [0], [3], [1])), (1, 1))
     assert checked.dtype == torch.float64
+
+
+def test_damaged_hdf5_files_end_in_a_named_error_wherever_the_damage_is(tmp_path):
+    """16 random bytes overwritten at random places: every read either works or raises a UserError (never h5py's
+    KeyError/RuntimeError/TypeError from damaged metadata)."""
+    rng = np.random.default_rng(1)
+    raw_path, training_path = tmp_path / 'raw.h5', tmp_path / 'train.h5'
+    write_raw_events_h5(raw_path, toy_events(2000), SENSOR, frames=np.zeros((3, *SENSOR), np.uint8),
+                        frame_timestamps=[0.1, 0.5, 0.9])
+    with TrainingH5Writer(training_path) as writer:
+        for _ in range(3):
+            writer.add(rng.integers(0, 256, (3, 8, 8), dtype=np.uint8), voxel=rng.normal(size=(6, 8, 8)),
+                       mask=np.zeros((1, 8, 8), np.uint8))
+    originals = {raw_path: raw_path.read_bytes(), training_path: training_path.read_bytes()}
+    named = 0
+    for _ in range(60):
+        for path, data in originals.items():
+            damaged = bytearray(data)
+            offset = int(rng.integers(0, len(data) - 16))
+            damaged[offset:offset + 16] = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+            path.write_bytes(bytes(damaged))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    if path == raw_path:
+                        read_events(path)
+                    else:
+                        dataset = H5ImageDataset({'dataroot': str(path), 'return_mask': True})
+                        [dataset[i] for i in range(len(dataset))]
+                        dataset.close()
+            except UserError as error:
+                assert f"'{path}'" in str(error)
+                named += 1
+    assert named > 30

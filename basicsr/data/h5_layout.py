@@ -44,7 +44,7 @@ from typing import Self
 import h5py
 import numpy as np
 
-from basicsr.utils.errors import InvalidInputError, MissingInputError
+from basicsr.utils.errors import InvalidInputError, MissingInputError, UserError
 from basicsr.utils.file_io import AtomicFile, write_errors_named
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ KEY_TEMPLATES = {
     MASKS: 'masks/mask{:09d}',
 }
 MAX_ABS_ATTR = 'max_abs'
+_H5_FAILURES = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+"""What h5py raises on a damaged file, depending on where the damage is."""
 MAKE_HINT = 'make it with scripts/data_preparation/make_voxels.py (or make_synthetic_gopro.py)'
 
 
@@ -174,28 +176,39 @@ def inspect_training_h5(path: str | os.PathLike, required: Iterable[str] = (IMAG
             f"HDF5 file '{path}' cannot be opened as HDF5 ({error}); it may be truncated or not an HDF5 file; "
             f'delete it and {MAKE_HINT}'
         ) from error
-    with handle:
-        present = tuple(g for g in KEY_TEMPLATES if isinstance(handle.get(g), h5py.Group))
-        for group in (IMAGES, *required):
-            if group not in present:
-                found = ', '.join(handle.keys()) or 'nothing'
-                raise TrainingH5Error(f"HDF5 file '{path}' has no group {group!r} (found: {found}); {MAKE_HINT}")
-        num_items = len(handle[IMAGES])
-        if num_items == 0:
-            raise TrainingH5Error(f"HDF5 file '{path}': group 'images' is empty; {MAKE_HINT}")
-        first = handle.get(item_key(IMAGES, 0))
-        if first is None or len(first.shape) != 3:
-            shape = None if first is None else tuple(first.shape)
-            raise TrainingH5Error(
-                f"HDF5 file '{path}': '{item_key(IMAGES, 0)}' is missing or not (3, H, W) (shape {shape}); {MAKE_HINT}"
-            )
-        frame_size = (int(first.shape[1]), int(first.shape[2]))
-        voxel_channels = None
-        for group in present:
-            _check_group(handle, path, group, num_items)
-            channels = _check_datasets(handle, path, group, num_items, frame_size, voxel_channels)
-            if group == VOXELS:
-                voxel_channels = channels
+    try:
+        with handle:
+            return _inspect_open_file(handle, path, required)
+    except UserError:
+        raise
+    except _H5_FAILURES as error:
+        raise TrainingH5Error(f"HDF5 file '{path}' cannot be read ({type(error).__name__}: {error}); it is truncated "
+                              f'or corrupt; delete it and {MAKE_HINT}') from error
+
+
+def _inspect_open_file(handle: h5py.File, path: str, required: Iterable[str]) -> TrainingH5Info:
+    """The checks of :func:`inspect_training_h5` on the open file."""
+    present = tuple(g for g in KEY_TEMPLATES if isinstance(handle.get(g), h5py.Group))
+    for group in (IMAGES, *required):
+        if group not in present:
+            found = ', '.join(handle.keys()) or 'nothing'
+            raise TrainingH5Error(f"HDF5 file '{path}' has no group {group!r} (found: {found}); {MAKE_HINT}")
+    num_items = len(handle[IMAGES])
+    if num_items == 0:
+        raise TrainingH5Error(f"HDF5 file '{path}': group 'images' is empty; {MAKE_HINT}")
+    first = handle.get(item_key(IMAGES, 0))
+    if first is None or len(first.shape) != 3:
+        shape = None if first is None else tuple(first.shape)
+        raise TrainingH5Error(
+            f"HDF5 file '{path}': '{item_key(IMAGES, 0)}' is missing or not (3, H, W) (shape {shape}); {MAKE_HINT}"
+        )
+    frame_size = (int(first.shape[1]), int(first.shape[2]))
+    voxel_channels = None
+    for group in present:
+        _check_group(handle, path, group, num_items)
+        channels = _check_datasets(handle, path, group, num_items, frame_size, voxel_channels)
+        if group == VOXELS:
+            voxel_channels = channels
     return TrainingH5Info(path, num_items, frame_size, voxel_channels, present)
 
 
@@ -347,7 +360,7 @@ class TrainingH5Reader:
         try:
             dataset = self._handle[key]
             array = dataset[:] if window is None else dataset[:, window[0], window[1]]
-        except (OSError, KeyError) as error:
+        except _H5_FAILURES as error:
             raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read '{key}' ({error}); the file is "
                                   f'truncated or corrupt; {MAKE_HINT}') from error
         if array.dtype.kind == 'f':
@@ -361,7 +374,11 @@ class TrainingH5Reader:
             TrainingH5Error: the attribute is NaN or infinite (the voxel holds such values).
         """
         key = item_key(VOXELS, index)
-        value = self._handle[key].attrs.get(MAX_ABS_ATTR)
+        try:
+            value = self._handle[key].attrs.get(MAX_ABS_ATTR)
+        except _H5_FAILURES as error:
+            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read the attributes of '{key}' ({error}); the "
+                                  f'file is truncated or corrupt; {MAKE_HINT}') from error
         if value is not None and not np.isfinite(value):
             raise TrainingH5Error(f"HDF5 file '{self.info.path}': '{key}' has the attribute {MAX_ABS_ATTR} = {value}, "
                                   f'so the voxel contains NaN or infinity; {MAKE_HINT}')

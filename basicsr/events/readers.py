@@ -140,6 +140,31 @@ def read_events(path: str | os.PathLike, t_start: float | None = None, t_end: fl
     return readers[extension](path, t_start, t_end, load_frames)
 
 
+_H5_FAILURES = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+"""What h5py raises on a damaged file, depending on where the damage is."""
+
+
+def _damage_message(path: Path, error: BaseException, key: str | None = None) -> str:
+    what = f"cannot read '{key}'" if key else 'cannot be read'
+    return (f"events file '{path}' {what} ({type(error).__name__}: {error}); the file is truncated or corrupt; copy "
+            'or convert it again')
+
+
+def _names_damage(method: Callable) -> Callable:
+    """Turn h5py's errors on a damaged file inside a RawEventH5 method into an InvalidInputError naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: RawEventH5, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except UserError:
+            raise
+        except _H5_FAILURES as error:
+            raise InvalidInputError(_damage_message(self.path, error)) from error
+
+    return wrapper
+
+
 class RawEventH5:
     """Lazy access to a raw-event HDF5 file (layout in the module docstring); reads only what is asked for.
 
@@ -172,11 +197,13 @@ class RawEventH5:
             self._datasets = {key: self._required_dataset(f'events/{key}') for key in EVENT_KEYS}
             self._check_event_shapes()
             self.sensor_size = self._sensor_resolution()
-        except Exception:
+            self.num_events = int(self._datasets['ts'].shape[0])
+            self.source = str(self._file.attrs.get('source', ''))
+        except BaseException as error:
             self._file.close()
+            if isinstance(error, _H5_FAILURES) and not isinstance(error, UserError):
+                raise InvalidInputError(_damage_message(self.path, error)) from error
             raise
-        self.num_events = int(self._datasets['ts'].shape[0])
-        self.source = str(self._file.attrs.get('source', ''))
 
     def __enter__(self) -> Self:
         return self
@@ -188,21 +215,25 @@ class RawEventH5:
         self._file.close()
 
     @functools.cached_property
+    @_names_damage
     def frame_names(self) -> list[str]:
         """Names under ``images/``, sorted (frame order for ``image%09d`` names); [] if there is no such group."""
         return sorted(self._file['images'].keys()) if 'images' in self._file else []
 
     @functools.cached_property
+    @_names_damage
     def sharp_frame_names(self) -> list[str]:
         """Names under ``sharp_images/``, sorted; [] if there is no such group."""
         return sorted(self._file['sharp_images'].keys()) if 'sharp_images' in self._file else []
 
     @functools.cached_property
+    @_names_damage
     def frame_timestamps(self) -> np.ndarray:
         """(F,) float64 seconds: the ``timestamp`` attribute of each frame."""
         return np.array([self._frame_attr(name, 'timestamp') for name in self.frame_names], dtype=np.float64)
 
     @functools.cached_property
+    @_names_damage
     def exposures(self) -> np.ndarray | None:
         """(F, 2) float64 seconds [exposure_start, exposure_end] per frame; None without frames or if one lacks them."""
         images = self._file['images'] if self.frame_names else None
@@ -212,10 +243,12 @@ class RawEventH5:
         return np.array([[self._frame_attr(n, 'exposure_start'), self._frame_attr(n, 'exposure_end')]
                          for n in self.frame_names], dtype=np.float64).reshape(-1, 2)
 
+    @_names_damage
     def read_frame(self, i: int) -> np.ndarray:
         """Frame i: (H, W) or (H, W, 3) uint8, as stored (another dtype is an InvalidInputError naming the frame)."""
         return self._read_frame(f"images/{self.frame_names[self._frame_index(i, len(self.frame_names), 'images')]}")
 
+    @_names_damage
     def read_sharp_frame(self, i: int) -> np.ndarray | None:
         """Ground-truth frame i like :meth:`read_frame`, or None if the file has no ``sharp_images`` group."""
         if not self.sharp_frame_names:
@@ -234,10 +267,10 @@ class RawEventH5:
         """``self._file[key][selection]``; a read error (corrupt or truncated data) names the file and key."""
         try:
             return self._file[key][selection]
-        except OSError as error:
-            raise InvalidInputError(f"events file '{self.path}': cannot read '{key}' ({error}); the file is "
-                                    'truncated or corrupt; copy or convert it again') from error
+        except _H5_FAILURES as error:
+            raise InvalidInputError(_damage_message(self.path, error, key)) from error
 
+    @_names_damage
     def index_at_time(self, t: float) -> int:
         """First event index with ts >= t (numpy ``searchsorted`` side='left'), by bisection on the file.
 
@@ -253,6 +286,7 @@ class RawEventH5:
                 high = middle
         return low
 
+    @_names_damage
     def events_slice(self, i0: int, i1: int) -> dict[str, np.ndarray]:
         """Events i0..i1-1 as a dict: xs, ys int32, ts float64 seconds, ps int8 in {-1, +1}."""
         if not 0 <= i0 <= i1 <= self.num_events:
