@@ -191,11 +191,8 @@ def test_make_voxels_names_corrupt_and_nan_inputs_and_stops_on_an_unwritable_out
     assert "c_nan.h5' (events " in result.stderr and 'timestamps must be finite numbers, found ts[' in result.stderr
     assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
     (tmp_path / 'blocked').write_text('a file, not a folder')
-    blocked = run_python(script, '--input_path', str(raw / 'a_good.h5'), '--save_path', str(tmp_path / 'blocked'),
-                         cwd=tmp_path)
-    assert blocked.returncode == 2
-    assert blocked.stderr.startswith(f"error: cannot write into '{tmp_path / 'blocked'}': it exists and is not a "
-                                     'folder')
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'blocked'}': it exists and is not a folder"):
+        make_voxels.main(['--input_path', str(raw / 'a_good.h5'), '--save_path', str(tmp_path / 'blocked')])
 
 
 def test_make_voxels_stops_at_a_full_disk_and_removes_stale_temporaries(tmp_path, monkeypatch):
