@@ -320,7 +320,7 @@ def test_dataroot_may_name_one_h5_file_and_a_list_file_that_is_not_text_is_named
         H5ImageDataset(options(tmp_path / 'seqB.data'))
     (tmp_path / 'list.txt').write_bytes(b'\xff\xfe binary')
     with pytest.raises(InvalidInputError, match=r"dataroot '.*list.txt' is neither a folder, nor a .h5 / .hdf5 file, "
-                                                r'nor a text list of such files \(byte 0 is not UTF-8 text\)'):
+                                                r"nor a text list of such files \(invalid start byte: b'\\xff'\)"):
         H5ImageDataset(options(tmp_path / 'list.txt'))
 
 

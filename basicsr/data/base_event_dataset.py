@@ -143,17 +143,17 @@ _HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
 def _list_file_lines(path: str, suffixes: tuple[str, ...]) -> list[str]:
     """The stripped lines of a list file, or an InvalidInputError naming it when it is not UTF-8 text."""
     with open(path, 'rb') as handle:
-        content = handle.read()
-    if content.startswith(_HDF5_SIGNATURE):
+        is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    if is_hdf5:
         raise InvalidInputError(f"dataroot '{path}' is an HDF5 file, but only names ending in {' or '.join(suffixes)} "
                                 'are read as data files (anything else is read as a list file); rename it')
     try:
-        text = content.decode('utf-8')
+        with open(path, encoding='utf-8') as handle:
+            return [line.strip() for line in handle]
     except UnicodeDecodeError as error:
         raise InvalidInputError(f"dataroot '{path}' is neither a folder, nor a {' / '.join(suffixes)} file, nor a "
-                                f'text list of such files (byte {error.start} is not UTF-8 text); point it at the '
-                                'data folder or write a list file with one path per line') from error
-    return [line.strip() for line in text.splitlines()]
+                                f'text list of such files ({error.reason}: {error.object[error.start:error.end]!r}); '
+                                'point it at the data folder or write a list file with one path per line') from error
 
 
 def sequence_name(path: str) -> str:
