@@ -11,7 +11,7 @@ import torch
 from component_options import validated
 
 from basicsr.data.h5_image_dataset import H5ImageDataset
-from basicsr.data.h5_layout import item_key, write_training_h5
+from basicsr.data.h5_layout import TrainingH5Writer, item_key
 from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import DATASET_REGISTRY
 
@@ -31,10 +31,18 @@ def make_items(count, seed=0, height=HEIGHT, width=WIDTH):
     return items
 
 
+def write_items(path, items, groups=('sharp', 'voxel', 'mask')):
+    """A training file written by TrainingH5Writer with the given optional groups of (blurry, sharp, voxel, mask)."""
+    with TrainingH5Writer(path) as writer:
+        for blurry, sharp, voxel, mask in items:
+            arrays = {'sharp': sharp, 'voxel': voxel, 'mask': mask}
+            writer.add(blurry, **{name: arrays[name] for name in groups})
+
+
 def write_file(path, items, with_max_abs=True):
     """A training file; ``with_max_abs=False`` writes it like the official files (plain h5py, no extras)."""
     if with_max_abs:
-        write_training_h5(path, *zip(*items))
+        write_items(path, items)
         return
     with h5py.File(path, 'w') as handle:
         for n, arrays in enumerate(items):
@@ -245,8 +253,7 @@ def test_dataroot_errors(tmp_path):
 
 def test_file_errors_name_the_file_and_key(tmp_path):
     items = make_items(2)
-    write_training_h5(tmp_path / 'nomask.h5', [i[0] for i in items], [i[1] for i in items],
-                      [i[2] for i in items], None)
+    write_items(tmp_path / 'nomask.h5', items, groups=('sharp', 'voxel'))
     with pytest.raises(ValueError, match="HDF5 file '.*nomask.h5' has no group 'masks' \\(found: images, "
                                          'sharp_images, voxels\\); make it with scripts/data_preparation'):
         H5ImageDataset(options(tmp_path))
@@ -259,7 +266,7 @@ def test_file_errors_name_the_file_and_key(tmp_path):
 def test_mixed_voxel_channel_counts_are_rejected(tmp_path):
     write_file(tmp_path / 'a.h5', make_items(1))
     items = make_items(1)
-    write_training_h5(tmp_path / 'b.h5', [items[0][0]], [items[0][1]], [items[0][2][:5]], [items[0][3]])
+    write_items(tmp_path / 'b.h5', [(items[0][0], items[0][1], items[0][2][:5], items[0][3])])
     with pytest.raises(ValueError, match=r'different channel counts \[5, 6\]'):
         H5ImageDataset(options(tmp_path))
 
@@ -300,3 +307,48 @@ def test_items_load_in_worker_processes(one_file):
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2)
     names = [batch['name'][0] for batch in loader]
     assert names == ['seqA/000000000', 'seqA/000000001', 'seqA/000000002']
+
+
+def test_dataroot_may_name_one_h5_file_and_a_list_file_that_is_not_text_is_named(tmp_path):
+    write_file(tmp_path / 'seqA.h5', make_items(2))
+    write_file(tmp_path / 'seqB.h5', make_items(3))
+    dataset = H5ImageDataset(options(tmp_path / 'seqB.h5'))
+    assert dataset.samples_per_file == [(str(tmp_path / 'seqB.h5'), 3)]
+    (tmp_path / 'seqB.h5').rename(tmp_path / 'seqB.data')
+    with pytest.raises(InvalidInputError, match=r"dataroot '.*seqB.data' is an HDF5 file, but only names ending in "
+                                                r'.h5 or .hdf5 are read as data files.*rename it'):
+        H5ImageDataset(options(tmp_path / 'seqB.data'))
+    (tmp_path / 'list.txt').write_bytes(b'\xff\xfe binary')
+    with pytest.raises(InvalidInputError, match=r"dataroot '.*list.txt' is neither a folder, nor a .h5 / .hdf5 file, "
+                                                r"nor a text list of such files \(invalid start byte: b'\\xff'\)"):
+        H5ImageDataset(options(tmp_path / 'list.txt'))
+
+
+@pytest.mark.parametrize('with_max_abs', [True, False], ids=['max_abs_attr', 'official'])
+@pytest.mark.parametrize('phase, crop_size', [('train', 4), ('test', None)])
+def test_a_nan_voxel_names_file_and_item_in_training_and_testing(tmp_path, with_max_abs, phase, crop_size):
+    items = make_items(4)
+    items[3][2][1, 0, 0] = np.nan
+    write_file(tmp_path / 'seq.h5', items, with_max_abs=False)  # by another tool: TrainingH5Writer refuses NaN
+    if with_max_abs:
+        with h5py.File(tmp_path / 'seq.h5', 'a') as handle:
+            for n, (_, _, voxel, _) in enumerate(items):
+                handle[item_key('voxels', n)].attrs['max_abs'] = np.abs(voxel).max()
+    dataset = H5ImageDataset(options(tmp_path, phase=phase, crop_size=crop_size))
+    dataset[2]
+    with pytest.raises(InvalidInputError, match=r"HDF5 file '.*seq.h5': 'voxels/voxel000000003' (contains NaN|has "
+                                                'the attribute max_abs = nan)'):
+        for _ in range(20):  # every crop, wherever it lands
+            dataset[3]
+
+
+def test_a_nan_voxel_read_in_a_loader_worker_reaches_the_caller_as_one_message(tmp_path):
+    items = make_items(2)
+    items[1][2][0, 1, 1] = np.inf
+    write_file(tmp_path / 'seq.h5', items, with_max_abs=False)
+    loader = torch.utils.data.DataLoader(H5ImageDataset(options(tmp_path, phase='test')), num_workers=1)
+    with pytest.raises(InvalidInputError) as info:
+        list(loader)
+    assert str(info.value).startswith(f"HDF5 file '{tmp_path / 'seq.h5'}': 'voxels/voxel000000001' contains "
+                                      'infinity (1 of')
+    assert 'Traceback' not in str(info.value)

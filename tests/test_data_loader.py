@@ -20,7 +20,7 @@ from basicsr.data import (
     build_dataloader,
     worker_init_fn,
 )
-from basicsr.data.h5_layout import write_training_h5
+from basicsr.data.h5_layout import TrainingH5Writer
 from basicsr.engine.run_setup import build_dataset
 from basicsr.utils.option_schema import freeze
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -167,7 +167,9 @@ def test_build_dataset_logs_samples_per_file_and_total(tmp_path, caplog):
     rng = np.random.default_rng(0)
     for name, count in (('a.h5', 2), ('b.h5', 3)):
         blurry = [rng.integers(0, 256, (3, 4, 4), dtype=np.uint8) for _ in range(count)]
-        write_training_h5(tmp_path / name, blurry, blurry, [np.ones((6, 4, 4), np.float32)] * count, None)
+        with TrainingH5Writer(tmp_path / name) as writer:
+            for frame in blurry:
+                writer.add(frame, voxel=np.ones((6, 4, 4), np.float32), sharp=frame)
     opt = validated(DATASET_REGISTRY, {'name': 'tiny', 'type': 'H5ImageDataset', 'phase': 'val',
                                        'dataroot': str(tmp_path)})
     with caplog.at_level(logging.INFO, logger='basicsr.engine'):

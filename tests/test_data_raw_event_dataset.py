@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -106,3 +107,18 @@ def test_files_open_lazily_and_pickling_drops_handles(tmp_path):
     assert torch.equal(clone[0]['voxel'], first['voxel'])
     dataset.close()
     assert dataset.open_files == 0
+
+
+def test_broken_events_name_the_file_the_events_and_the_item(tmp_path):
+    events, _ = write_recording(tmp_path / 'rec.h5')
+    bad = int(np.searchsorted(events['ts'], 0.2))  # inside item 1's window [0.15, 0.25)
+    with h5py.File(tmp_path / 'rec.h5', 'a') as handle:
+        ts = handle['events/ts'][()]
+        ts[bad] = np.nan
+        handle['events/ts'][...] = ts
+    dataset = RawEventDataset(raw_options(dataroot=str(tmp_path / 'rec.h5'), return_mask=True))
+    dataset[0]
+    with pytest.raises(InvalidInputError, match=r"events file '.*rec.h5' \(events \d+..\d+\): timestamps must be "
+                                                r'finite numbers, found ts\[\d+\] = nan .*\(item 1 of rec, raw '
+                                                r'frame 2\)'):
+        dataset[1]

@@ -1,4 +1,4 @@
-"""SCER, voxel grid and their normalisations against hand-made examples and plain per-bin references."""
+"""SCER and its normalisations against hand-made examples and plain per-bin references."""
 
 from pathlib import Path
 
@@ -8,7 +8,6 @@ import torch
 
 from basicsr.events import (
     events_to_scer,
-    events_to_voxel_grid,
     normalize_max_abs,
     normalize_voxel_nonzero,
     read_events,
@@ -139,7 +138,7 @@ def test_scer_accepts_bool_polarity_and_float_coordinates():
     np.testing.assert_array_equal(scer, [[[-1, 1]], [[1, 0]]])
 
 
-def test_scer_and_voxel_grid_input_errors():
+def test_scer_input_errors():
     good = (np.array([0, 1]), np.array([0, 0]), np.array([0.0, 1.0]), np.array([1, 0]))
     cases = [
         ({'num_bins': 5}, ValueError, 'num_bins must be an even integer'),
@@ -149,6 +148,7 @@ def test_scer_and_voxel_grid_input_errors():
         ({'xs': np.array([0, 2])}, ValueError, r'xs must lie in \[0, W\) = \[0, 2\).*found values in \[0, 2\]'),
         ({'ys': np.array([-1, 0])}, ValueError, r'ys must lie in \[0, H\) = \[0, 1\)'),
         ({'ts': np.array([1.0, 0.5])}, ValueError, r'sorted by time, but ts\[0\] = 1.0 > ts\[1\] = 0.5'),
+        ({'ts': np.array([0.0, np.nan])}, ValueError, r'timestamps must be finite numbers, found ts\[1\] = nan'),
         ({'ps': np.array([1, 2])}, ValueError, r'polarities must be in \{0, 1\} or \{-1, \+1\}.*2.0'),
         ({'ps': np.array([0, -1])}, ValueError, 'mix the'),
         ({'ts': np.array([0.0, 1.0, 2.0])}, ValueError, 'equal length'),
@@ -159,10 +159,6 @@ def test_scer_and_voxel_grid_input_errors():
         kwargs = dict(zip(('xs', 'ys', 'ts', 'ps'), good), num_bins=2, sensor_size=(1, 2)) | change
         with pytest.raises(error, match=message):
             events_to_scer(**kwargs)
-    with pytest.raises(ValueError, match='num_bins must be an integer >= 1'):
-        events_to_voxel_grid(*good, num_bins=0, sensor_size=(1, 2))
-    with pytest.raises(ValueError, match='events_to_voxel_grid: events must be sorted'):
-        events_to_voxel_grid(good[0], good[1], np.array([1.0, 0.0]), good[3], 2, (1, 2))
 
 
 def test_tensors_on_different_devices_are_rejected():
@@ -173,7 +169,7 @@ def test_tensors_on_different_devices_are_rejected():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_scer_and_voxel_grid_on_cuda_match_numpy():
+def test_scer_on_cuda_matches_numpy():
     rng = np.random.default_rng(9)
     for ts_dtype in (np.float32, np.float64):
         stream = random_stream(rng, 5000, (30, 40), ts_dtype, False, False)
@@ -181,47 +177,12 @@ def test_scer_and_voxel_grid_on_cuda_match_numpy():
         scer = events_to_scer(*on_cuda, 6, (30, 40))
         assert scer.is_cuda
         np.testing.assert_array_equal(scer.cpu().numpy(), events_to_scer(*stream, 6, (30, 40)))
-        np.testing.assert_allclose(events_to_voxel_grid(*on_cuda, 5, (30, 40)).cpu().numpy(),
-                                   events_to_voxel_grid(*stream, 5, (30, 40)), atol=1e-5)
 
 
 def test_signed_polarity():
     np.testing.assert_array_equal(signed_polarity(np.array([0, 1, 1, 0])), [-1, 1, 1, -1])
     np.testing.assert_array_equal(signed_polarity(np.array([-1, 1])), [-1, 1])
     assert signed_polarity(torch.tensor([0.0, 1.0])).tolist() == [-1, 1]
-
-
-def test_voxel_grid_hand_computed():
-    # B = 3, t in [0, 4]: τ = 2·t/4 = [0, 0.5, 1, 2].
-    xs, ys = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
-    ts, ps = np.array([0.0, 1.0, 2.0, 4.0]), np.array([1, 0, 1, 1])
-    expected = np.zeros((3, 2, 2), np.float32)
-    expected[0, 0, 0] = 1  # τ = 0: all in bin 0
-    expected[0, 0, 1] = expected[1, 0, 1] = -0.5  # OFF at τ = 0.5: split half/half
-    expected[1, 1, 0] = 1  # τ = 1: all in bin 1
-    expected[2, 1, 1] = 1  # τ = 2: the last bin (no bin 3)
-    np.testing.assert_allclose(events_to_voxel_grid(xs, ys, ts, ps, 3, (2, 2)), expected, atol=1e-7)
-    got_torch = events_to_voxel_grid(*as_torch(xs, ys, ts, ps), 3, (2, 2))
-    assert got_torch.dtype == torch.float32
-    np.testing.assert_allclose(got_torch.numpy(), expected, atol=1e-7)
-
-
-def test_voxel_grid_random_streams_keep_total_polarity_and_match_torch():
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        stream = random_stream(rng, 200, (4, 5), np.float64, True, False)
-        voxel = events_to_voxel_grid(*stream, 5, (4, 5))
-        assert voxel.shape == (5, 4, 5)
-        net_polarity = np.bincount(stream[1] * 5 + stream[0], weights=stream[3], minlength=20).reshape(4, 5)
-        np.testing.assert_allclose(voxel.sum(0), net_polarity, atol=1e-5)
-        np.testing.assert_allclose(events_to_voxel_grid(*as_torch(*stream), 5, (4, 5)).numpy(), voxel, atol=1e-6)
-
-
-def test_voxel_grid_zero_span_and_empty():
-    same_time = (np.array([0, 0]), np.array([0, 0]), np.array([3.0, 3.0]), np.array([1, 1]))
-    np.testing.assert_array_equal(events_to_voxel_grid(*same_time, 2, (1, 1)).ravel(), [2, 0])
-    empty = [np.zeros(0) for _ in range(4)]
-    np.testing.assert_array_equal(events_to_voxel_grid(*empty, 3, (1, 2)), np.zeros((3, 1, 2)))
 
 
 def test_normalize_voxel_nonzero():

@@ -3,6 +3,7 @@ reports, non-strict loading, unreadable and unsafe files, and atomic saving."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import OrderedDict
@@ -16,9 +17,13 @@ from basicsr.utils.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
     load_network,
+    newest_readable_training_state,
+    read_training_state,
     save_network,
     unwrap_network,
 )
+from basicsr.utils.errors import MissingInputError, UserError, WriteError
+from basicsr.utils.file_io import save_torch_atomic
 from basicsr.utils.option_schema import freeze
 
 
@@ -245,11 +250,79 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monk
     old_bytes = path.read_bytes()
 
     def broken_save(obj, file):
-        file.write(b'half a checkpoint')
-        raise OSError('disk full')
+        with open(file, 'wb') as handle:
+            handle.write(b'half a checkpoint')
+        raise OSError(errno.ENOSPC, 'No space left on device')
 
     monkeypatch.setattr(checkpoint.torch, 'save', broken_save)
-    with pytest.raises(OSError, match='disk full'):
+    with pytest.raises(WriteError, match=rf"cannot write '{path}': No space left on device \[ENOSPC\] \([\d,]+ "
+                                         r'bytes free on its disk\)'):
         save_network(make_net(seed=2), path)
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ['net.pth']
+
+
+def test_a_save_into_a_folder_below_a_regular_file_is_a_write_error(tmp_path):
+    (tmp_path / 'models').write_text('not a folder')
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'models'}': it exists and is not a folder"):
+        save_network(make_net(), tmp_path / 'models' / 'net_g_1.pth')
+
+
+# ----------------------------------------------------------------------------------------------
+# Truncated and corrupt files, training states
+# ----------------------------------------------------------------------------------------------
+def truncated_copy(source, path, keep: float = 0.5):
+    data = source.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+def test_a_truncated_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path):
+    save_network(make_net(), tmp_path / 'net.pth')
+    path = truncated_copy(tmp_path / 'net.pth', tmp_path / 'cut.pth')
+    with pytest.raises(CheckpointError, match=rf"Checkpoint file '{path}' is not a readable torch file "
+                                              r'\(RuntimeError: PytorchStreamReader failed reading zip archive.*'
+                                              r'truncated or corrupt') as info:
+        load_network(make_net(), path)
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+
+
+def test_read_training_state_round_trip_and_named_errors(tmp_path):
+    state = {'epoch': 2, 'iter': 8, 'optimizers': [torch.optim.SGD(make_net().parameters(), 0.1).state_dict()]}
+    save_torch_atomic(state, tmp_path / '8.state')
+    loaded = read_training_state(tmp_path / '8.state')
+    assert loaded['iter'] == 8 and loaded['optimizers'][0]['param_groups'][0]['lr'] == 0.1
+
+    cut = truncated_copy(tmp_path / '8.state', tmp_path / '9.state', keep=0.7)
+    with pytest.raises(CheckpointError, match=f"Training state file '{cut}' is not a readable torch file"):
+        read_training_state(cut)
+    torch.save([1, 2], tmp_path / '10.state')
+    with pytest.raises(CheckpointError, match=r"10.state' is not a training state \(expected a dict with an "
+                                              r"integer 'iter', found list\)"):
+        read_training_state(tmp_path / '10.state')
+    with pytest.raises(MissingInputError, match="Training state file '.*11.state' does not exist; check "
+                                                'path.resume_state'):
+        read_training_state(tmp_path / '11.state')
+    torch.save({'iter': 1, 'payload': _Payload(str(tmp_path / 'pwned'))}, tmp_path / '12.state')
+    with pytest.raises(CheckpointError, match='cannot be loaded safely'):
+        read_training_state(tmp_path / '12.state')
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_newest_readable_training_state_skips_a_corrupt_newest_state_with_a_warning(tmp_path, caplog):
+    folder = tmp_path / 'training_states'
+    assert newest_readable_training_state(folder) is None
+    for iteration in (4, 8, 12):
+        save_torch_atomic({'epoch': 0, 'iter': iteration}, folder / f'{iteration}.state')
+    truncated_copy(folder / '12.state', folder / '12.state')
+    (folder / '.16.state.tmp-999-00').write_bytes(b'a temporary is never a candidate')
+    with caplog.at_level(logging.WARNING, logger='basicsr.utils.checkpoint'):
+        path, state = newest_readable_training_state(folder)
+    assert (path, state['iter']) == (folder / '8.state', 8)
+    assert f"Skipping the newest training state: Training state file '{folder / '12.state'}' is not a readable" \
+        in caplog.text
+    for name in ('4.state', '8.state'):
+        (folder / name).write_bytes(b'')
+    with pytest.raises(CheckpointError, match=r"None of the training states in '.*training_states' can be read "
+                                              r'\(12.state, 8.state, 4.state\)'):
+        newest_readable_training_state(folder)

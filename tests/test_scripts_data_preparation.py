@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.data.scer_conversion import frame_chw
 from basicsr.events import RawEventH5, event_mask, events_to_scer, write_raw_events_h5
+from basicsr.utils.errors import WriteError
 from basicsr.utils.registry import DATASET_REGISTRY
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts' / 'data_preparation'
@@ -162,14 +164,53 @@ def test_make_voxels_reports_malformed_inputs_and_converts_the_rest(tmp_path, ru
                         '--mode', 'reblur', cwd=tmp_path)
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
-    assert "b_no_exposure.h5': ValueError: raw-event file" in result.stderr
+    assert "b_no_exposure.h5': raw-event file" in result.stderr
     assert "needs the attributes 'exposure_start' and 'exposure_end'" in result.stderr
-    assert "c_no_ts.h5': KeyError: events file" in result.stderr and "has no dataset 'events/ts'" in result.stderr
+    assert "c_no_ts.h5': events file" in result.stderr and "has no dataset 'events/ts'" in result.stderr
     assert '1 file(s) converted (5 items), 0 skipped (complete; --overwrite rebuilds), 2 failed' in result.stdout
     assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
     missing = run_python(str(SCRIPTS / 'make_voxels.py'), '--input_path', str(tmp_path / 'nowhere'), '--save_path',
                          str(tmp_path / 'out'), cwd=tmp_path)
-    assert missing.returncode == 1 and "--input_path '" in missing.stderr and 'Traceback' not in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.startswith("error: --input_path '")
+    assert 'Traceback' not in missing.stderr
+
+
+def test_make_voxels_names_corrupt_and_nan_inputs_and_stops_on_an_unwritable_output(tmp_path, run_python):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    write_hand_made_raw(raw / 'a_good.h5')
+    (raw / 'b_truncated.h5').write_bytes((raw / 'a_good.h5').read_bytes()[:2000])
+    write_hand_made_raw(raw / 'c_nan.h5')
+    with h5py.File(raw / 'c_nan.h5', 'a') as handle:
+        ts = handle['events/ts'][()]
+        ts[4] = np.nan
+        handle['events/ts'][...] = ts
+    script = str(SCRIPTS / 'make_voxels.py')
+    result = run_python(script, '--input_path', str(raw), '--save_path', str(tmp_path / 'out'), '--mode', 'reblur',
+                        cwd=tmp_path)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert "b_truncated.h5' cannot be opened as HDF5" in result.stderr
+    assert "c_nan.h5' (events " in result.stderr and 'timestamps must be finite numbers, found ts[' in result.stderr
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
+    (tmp_path / 'blocked').write_text('a file, not a folder')
+    with pytest.raises(WriteError, match=f"cannot write into '{tmp_path / 'blocked'}': it exists and is not a folder"):
+        make_voxels.main(['--input_path', str(raw / 'a_good.h5'), '--save_path', str(tmp_path / 'blocked')])
+
+
+def test_make_voxels_stops_at_a_full_disk_and_removes_stale_temporaries(tmp_path, monkeypatch):
+    write_hand_made_raw(tmp_path / 'rec.h5')
+    out = tmp_path / 'out'
+    out.mkdir()
+    stale = out / '.rec.h5.tmp-4194321-0badc0de'  # left by a killed run (no such pid)
+    stale.write_bytes(b'half')
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(h5py.Group, 'create_dataset', full_disk)
+    with pytest.raises(WriteError, match=rf"cannot write '{out / 'rec.h5'}': No space left on device \[ENOSPC\]"):
+        make_voxels.main(['--input_path', str(tmp_path / 'rec.h5'), '--save_path', str(out)])
+    assert os.listdir(out) == []
 
 
 def test_gopro_mode_needs_three_frames(tmp_path):

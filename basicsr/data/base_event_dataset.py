@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from basicsr.utils.errors import InvalidInputError, MissingInputError
 from basicsr.utils.option_schema import Key
 
 logger = logging.getLogger(__name__)
@@ -94,39 +95,60 @@ def list_dataroot_files(dataroot: str, suffixes: tuple[str, ...] = ('.h5', '.hdf
     """The data files named by ``dataroot``.
 
     Args:
-        dataroot: a folder (its files ending in ``suffixes``, sorted by name) or a text file with one path
-            per line (blank lines and lines starting with '#' skipped; relative paths are taken from the
-            list file's folder).
+        dataroot: a folder (its files ending in ``suffixes``, sorted by name), one data file (ending in
+            ``suffixes``), or a text file with one path per line (blank lines and lines starting with '#' skipped;
+            relative paths are taken from the list file's folder).
 
     Raises:
-        FileNotFoundError: ``dataroot`` or a listed file does not exist, or no file was found.
+        MissingInputError (a FileNotFoundError): ``dataroot`` or a listed file does not exist, or no file was found.
+        InvalidInputError (a ValueError): a list file that is not text (e.g. an HDF5 file with another extension).
     """
     if os.path.isdir(dataroot):
         files = [os.path.join(dataroot, name) for name in sorted(os.listdir(dataroot)) if name.endswith(suffixes)]
         if not files:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"dataroot '{dataroot}' holds no {' or '.join(suffixes)} file; point it at a folder such as "
                 'datasets/GoPro/train (see datasets/README.md)'
             )
         return files
     if not os.path.isfile(dataroot):
-        raise FileNotFoundError(
-            f"dataroot '{dataroot}' does not exist; it must be a folder of {' / '.join(suffixes)} files or a text "
-            'file listing them (see datasets/README.md)'
+        raise MissingInputError(
+            f"dataroot '{dataroot}' does not exist; it must be a folder of {' / '.join(suffixes)} files, one such "
+            'file, or a text file listing them (see datasets/README.md)'
         )
+    if dataroot.endswith(suffixes):
+        return [dataroot]
     base = os.path.dirname(os.path.abspath(dataroot))
-    with open(dataroot, encoding='utf-8') as handle:
-        lines = [line.strip() for line in handle]
+    lines = _list_file_lines(dataroot, suffixes)
     files = [os.path.normpath(os.path.join(base, line)) for line in lines if line and not line.startswith('#')]
     if not files:
-        raise FileNotFoundError(f"list file '{dataroot}' names no file; write one path per line")
+        raise MissingInputError(f"list file '{dataroot}' names no file; write one path per line")
     missing = [path for path in files if not os.path.isfile(path)]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"list file '{dataroot}' names {len(missing)} missing file(s), e.g. '{missing[0]}'; relative paths are "
             f"taken from the list file's folder '{base}'"
         )
     return files
+
+
+_HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+
+
+def _list_file_lines(path: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The stripped lines of a list file, or an InvalidInputError naming it when it is not UTF-8 text."""
+    with open(path, 'rb') as handle:
+        is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    if is_hdf5:
+        raise InvalidInputError(f"dataroot '{path}' is an HDF5 file, but only names ending in {' or '.join(suffixes)} "
+                                'are read as data files (anything else is read as a list file); rename it')
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return [line.strip() for line in handle]
+    except UnicodeDecodeError as error:
+        raise InvalidInputError(f"dataroot '{path}' is neither a folder, nor a {' / '.join(suffixes)} file, nor a "
+                                f'text list of such files ({error.reason}: {error.object[error.start:error.end]!r}); '
+                                'point it at the data folder or write a list file with one path per line') from error
 
 
 def sequence_name(path: str) -> str:
@@ -213,8 +235,8 @@ class BaseEventDataset(Dataset):
         crop = self.opt['crop_size']
         for path, (height, width) in zip(self.files, frame_sizes):
             if crop is not None and (crop > height or crop > width):
-                raise ValueError(f"crop_size {crop} is larger than the {height}x{width} (HxW) frames of '{path}'; "
-                                 'use a smaller crop_size or null for full frames')
+                raise InvalidInputError(f"crop_size {crop} is larger than the {height}x{width} (HxW) frames of "
+                                        f"'{path}'; use a smaller crop_size or null for full frames")
         self.counts = list(counts)
         self.frame_sizes = list(frame_sizes)
         self.sequences = [sequence_name(path) for path in self.files]

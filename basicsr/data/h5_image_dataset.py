@@ -4,7 +4,8 @@ One file per sequence in the layout of :mod:`basicsr.data.h5_layout` (the layout
 GoPro and REBlur files). Items, options and augmentation: see :mod:`basicsr.data.base_event_dataset`.
 
 Reading: the index is built once from the files' metadata (no pixel read at construction); each
-process opens its own file handles on first use. A crop reads only its window from disk. The
+process opens its own file handles on first use. A crop reads only its window from disk. A voxel
+holding NaN or infinity is an error naming the file and the item (in training and in testing). The
 max-abs normalisation needs the largest ``|value|`` of the full voxel: it is taken from the voxel's
 ``max_abs`` attribute when the file has one (files written by this project), otherwise the full
 voxel is read once and its maximum is remembered for the life of the worker (official files).
@@ -32,6 +33,8 @@ from basicsr.data.h5_layout import (
     TrainingH5Reader,
     inspect_training_h5,
 )
+from basicsr.utils.errors import InvalidInputError
+from basicsr.utils.file_io import ProcessLocalHandles
 from basicsr.utils.option_schema import Key
 from basicsr.utils.registry import DATASET_REGISTRY
 
@@ -46,9 +49,10 @@ class H5ImageDataset(BaseEventDataset):
         opt: read-only mapping with the keys of ``option_schema`` (loader keys are ignored here).
 
     Raises:
-        FileNotFoundError: missing ``dataroot`` / listed file, or no .h5 file in the folder.
-        ValueError: a file that breaks the layout (message names file and key), bad options, or a
-            ``crop_size`` larger than the frames.
+        MissingInputError (a FileNotFoundError): missing ``dataroot`` / listed file, or no .h5 file in the folder.
+        InvalidInputError (a ValueError): a file that breaks the layout (message names file and key), bad options,
+            or a ``crop_size`` larger than the frames. Reading an item: a voxel with NaN or infinity, an unreadable
+            item (TrainingH5Error, naming the file and key).
     """
 
     option_schema: ClassVar[dict[str, Key]] = dict(SHARED_OPTION_SCHEMA)
@@ -65,10 +69,12 @@ class H5ImageDataset(BaseEventDataset):
         infos = [inspect_training_h5(path, required) for path in self.files]
         channels = {info.voxel_channels for info in infos if info.voxel_channels is not None}
         if len(channels) > 1:
-            raise ValueError(f"the files of dataroot '{self.opt['dataroot']}' have voxels with different channel "
-                             f'counts {sorted(channels)}; one data set must use one event representation')
+            raise InvalidInputError(f"the files of dataroot '{self.opt['dataroot']}' have voxels with different "
+                                    f'channel counts {sorted(channels)}; one data set must use one event '
+                                    'representation')
         self.voxel_channels = channels.pop() if channels and self.opt['return_voxel'] else None
-        self._readers = [TrainingH5Reader(info) for info in infos]
+        self._infos = infos
+        self._readers = ProcessLocalHandles(TrainingH5Reader)
         self._max_abs_cache: dict[tuple[int, int], float] = {}
         self._setup_index([info.num_items for info in infos], [info.frame_size for info in infos])
 
@@ -90,7 +96,7 @@ class H5ImageDataset(BaseEventDataset):
         return scale_by_max_abs(voxel, max_abs)
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
-        reader = self._readers[file_number]
+        reader = self._readers.get(self._infos[file_number])
         window = augmentation.window
         arrays = {'frame': reader.read(IMAGES, local_index, window)}
         if self.opt['return_gt_frame']:
@@ -104,9 +110,8 @@ class H5ImageDataset(BaseEventDataset):
     @property
     def open_files(self) -> int:
         """Number of files this process holds open (0 right after construction)."""
-        return sum(reader.is_open for reader in self._readers)
+        return len(self._readers)
 
     def close(self) -> None:
         """Close every file handle this process opened."""
-        for reader in self._readers:
-            reader.close()
+        self._readers.close()

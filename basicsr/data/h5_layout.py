@@ -24,8 +24,13 @@ OpenCV without a swap, which is right only if they are BGR already. The syntheti
 project is stored in BGR too, so ``rgb2bgr: false`` writes correct PNGs for every file made by
 ``scripts/data_preparation``. The network is trained on whatever order the file holds.
 
-Writes are atomic: a :class:`TrainingH5Writer` writes ``<name>.tmp-<pid>`` beside the target and
-renames it only after the last item, so a crashed run never leaves a half file under the final name.
+Writes are atomic: a :class:`TrainingH5Writer` writes ``.<name>.tmp-<pid>-<random>`` beside the target and
+renames it only after the last item (:class:`basicsr.utils.file_io.AtomicFile`), so a crashed run never leaves a
+half file under the final name; a full disk or a read-only folder is a
+:class:`~basicsr.utils.errors.WriteError` naming the file.
+
+Reading checks what a metadata scan cannot: :meth:`TrainingH5Reader.read` names the file and key of an item that
+cannot be read (truncated or corrupt file) or that holds NaN or infinity.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from typing import Self
 import h5py
 import numpy as np
 
+from basicsr.utils.errors import InvalidInputError, MissingInputError, UserError
+from basicsr.utils.file_io import AtomicFile, write_errors_named
+
 logger = logging.getLogger(__name__)
 
 IMAGES, SHARP_IMAGES, VOXELS, MASKS = 'images', 'sharp_images', 'voxels', 'masks'
@@ -49,6 +57,8 @@ KEY_TEMPLATES = {
     MASKS: 'masks/mask{:09d}',
 }
 MAX_ABS_ATTR = 'max_abs'
+_H5_FAILURES = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+"""What h5py raises on a damaged file, depending on where the damage is."""
 MAKE_HINT = 'make it with scripts/data_preparation/make_voxels.py (or make_synthetic_gopro.py)'
 
 
@@ -57,8 +67,8 @@ def item_key(group: str, index: int) -> str:
     return KEY_TEMPLATES[group].format(index)
 
 
-class TrainingH5Error(ValueError):
-    """A training HDF5 file that does not follow the layout; the message names file and key."""
+class TrainingH5Error(InvalidInputError):
+    """A training HDF5 file that breaks the layout or cannot be read; the message names file and key (a ValueError)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,8 @@ def _check_datasets(handle: h5py.File, path: str, group: str, num_items: int, fr
         if group == VOXELS and kind != 'f':
             raise TrainingH5Error(f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected float32")
         if group != VOXELS and dataset.dtype != np.uint8:
-            raise TrainingH5Error(f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected uint8")
+            raise TrainingH5Error(f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected uint8 (0..255); "
+                                  f'16-bit or float frames must be converted to 8 bits; {MAKE_HINT}')
     return voxel_channels
 
 
@@ -151,13 +162,13 @@ def inspect_training_h5(path: str | os.PathLike, required: Iterable[str] = (IMAG
         a :class:`TrainingH5Info`.
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        MissingInputError (a FileNotFoundError): the file does not exist.
         TrainingH5Error (a ValueError): unreadable file, missing group, item count or name mismatch
             between groups, wrong shape or dtype; the message names the file and key and how to fix it.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"HDF5 file '{path}' does not exist")
+        raise MissingInputError(f"HDF5 file '{path}' does not exist")
     try:
         handle = h5py.File(path, 'r')
     except OSError as error:
@@ -165,28 +176,39 @@ def inspect_training_h5(path: str | os.PathLike, required: Iterable[str] = (IMAG
             f"HDF5 file '{path}' cannot be opened as HDF5 ({error}); it may be truncated or not an HDF5 file; "
             f'delete it and {MAKE_HINT}'
         ) from error
-    with handle:
-        present = tuple(g for g in KEY_TEMPLATES if isinstance(handle.get(g), h5py.Group))
-        for group in (IMAGES, *required):
-            if group not in present:
-                found = ', '.join(handle.keys()) or 'nothing'
-                raise TrainingH5Error(f"HDF5 file '{path}' has no group {group!r} (found: {found}); {MAKE_HINT}")
-        num_items = len(handle[IMAGES])
-        if num_items == 0:
-            raise TrainingH5Error(f"HDF5 file '{path}': group 'images' is empty; {MAKE_HINT}")
-        first = handle.get(item_key(IMAGES, 0))
-        if first is None or len(first.shape) != 3:
-            shape = None if first is None else tuple(first.shape)
-            raise TrainingH5Error(
-                f"HDF5 file '{path}': '{item_key(IMAGES, 0)}' is missing or not (3, H, W) (shape {shape}); {MAKE_HINT}"
-            )
-        frame_size = (int(first.shape[1]), int(first.shape[2]))
-        voxel_channels = None
-        for group in present:
-            _check_group(handle, path, group, num_items)
-            channels = _check_datasets(handle, path, group, num_items, frame_size, voxel_channels)
-            if group == VOXELS:
-                voxel_channels = channels
+    try:
+        with handle:
+            return _inspect_open_file(handle, path, required)
+    except UserError:
+        raise
+    except _H5_FAILURES as error:
+        raise TrainingH5Error(f"HDF5 file '{path}' cannot be read ({type(error).__name__}: {error}); it is truncated "
+                              f'or corrupt; delete it and {MAKE_HINT}') from error
+
+
+def _inspect_open_file(handle: h5py.File, path: str, required: Iterable[str]) -> TrainingH5Info:
+    """The checks of :func:`inspect_training_h5` on the open file."""
+    present = tuple(g for g in KEY_TEMPLATES if isinstance(handle.get(g), h5py.Group))
+    for group in (IMAGES, *required):
+        if group not in present:
+            found = ', '.join(handle.keys()) or 'nothing'
+            raise TrainingH5Error(f"HDF5 file '{path}' has no group {group!r} (found: {found}); {MAKE_HINT}")
+    num_items = len(handle[IMAGES])
+    if num_items == 0:
+        raise TrainingH5Error(f"HDF5 file '{path}': group 'images' is empty; {MAKE_HINT}")
+    first = handle.get(item_key(IMAGES, 0))
+    if first is None or len(first.shape) != 3:
+        shape = None if first is None else tuple(first.shape)
+        raise TrainingH5Error(
+            f"HDF5 file '{path}': '{item_key(IMAGES, 0)}' is missing or not (3, H, W) (shape {shape}); {MAKE_HINT}"
+        )
+    frame_size = (int(first.shape[1]), int(first.shape[2]))
+    voxel_channels = None
+    for group in present:
+        _check_group(handle, path, group, num_items)
+        channels = _check_datasets(handle, path, group, num_items, frame_size, voxel_channels)
+        if group == VOXELS:
+            voxel_channels = channels
     return TrainingH5Info(path, num_items, frame_size, voxel_channels, present)
 
 
@@ -194,7 +216,7 @@ def _to_chw(array: np.ndarray, name: str, channels: int | None, dtype) -> np.nda
     array = np.asarray(array)
     if array.ndim != 3 or (channels is not None and array.shape[0] != channels):
         want = f'({channels}, H, W)' if channels is not None else '(C, H, W)'
-        raise ValueError(f'{name} must have shape {want} (CHW), got {array.shape}')
+        raise InvalidInputError(f'{name} must have shape {want} (CHW), got {array.shape}')
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -208,7 +230,8 @@ class TrainingH5Writer:
                 writer.add(blurry, voxel=voxel, mask=mask, sharp=sharp)
 
     Args:
-        path: final file name; the data go to ``<path>.tmp-<pid>`` first, renamed on success.
+        path: final file name (its folder is created); the data go to a temporary beside it first, renamed on
+            success.
         sensor_size: (H, W) stored as ``sensor_resolution``; default: taken from the first frame.
         attrs: extra file attributes (provenance), e.g. ``{'num_bins': 6}``.
         compression: h5py compression of every dataset (None: uncompressed, fastest to read).
@@ -217,24 +240,25 @@ class TrainingH5Writer:
     def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None,
                  attrs: Mapping[str, object] | None = None, compression: str | None = None):
         self.path = os.fspath(path)
-        self.tmp_path = f'{self.path}.tmp-{os.getpid()}'
         self.sensor_size = sensor_size
         self.attrs = dict(attrs or {})
         self.compression = compression
         self.num_items = 0
         self._handle: h5py.File | None = None
+        self._target: AtomicFile | None = None
         self._groups: tuple[str, ...] | None = None
 
     def __enter__(self) -> Self:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self._handle = h5py.File(self.tmp_path, 'w')
+        self._target = AtomicFile(self.path)
+        with write_errors_named(self.path):
+            self._handle = h5py.File(self._target.temporary, 'w')
         return self
 
     def _write(self, group: str, array: np.ndarray) -> h5py.Dataset:
-        dataset = self._handle.create_dataset(item_key(group, self.num_items), data=array,
-                                              compression=self.compression)
-        dataset.attrs['size'] = np.asarray(array.shape, dtype=np.int64)
+        with write_errors_named(self.path):
+            dataset = self._handle.create_dataset(item_key(group, self.num_items), data=array,
+                                                  compression=self.compression)
+            dataset.attrs['size'] = np.asarray(array.shape, dtype=np.int64)
         return dataset
 
     def add(self, blurry: np.ndarray, voxel: np.ndarray | None = None, mask: np.ndarray | None = None,
@@ -247,6 +271,10 @@ class TrainingH5Writer:
             mask: (1, H, W) uint8 event mask, 0/255, or None.
             sharp: (3, H, W) uint8 sharp frame, BGR, or None for a file without ground truth.
         Every item must provide the same arrays (a group is all or nothing).
+
+        Raises:
+            InvalidInputError: wrong shapes, groups that differ from the earlier items, a voxel with NaN or infinity.
+            WriteError: the file cannot be written (full disk, permissions).
         """
         if self._handle is None:
             raise RuntimeError('TrainingH5Writer.add() called outside its "with" block')
@@ -261,111 +289,115 @@ class TrainingH5Writer:
         if self._groups is None:
             self._groups = groups
         elif groups != self._groups:
-            raise ValueError(f'item {self.num_items} provides {groups}, earlier items provided {self._groups}')
+            raise InvalidInputError(f'item {self.num_items} provides {groups}, earlier items provided {self._groups}')
         size = arrays[IMAGES].shape[1:]
         for group, array in arrays.items():
             if array.shape[1:] != size:
-                raise ValueError(f'{group} item {self.num_items} is {array.shape[1:]} pixels, blurry is {size}')
+                raise InvalidInputError(f'{group} item {self.num_items} is {array.shape[1:]} pixels, blurry is {size}')
+            if group == VOXELS:
+                check_finite(array, self.path, item_key(VOXELS, self.num_items))
             dataset = self._write(group, array)
             if group == VOXELS:
                 dataset.attrs[MAX_ABS_ATTR] = float(np.abs(array).max(initial=0.0))
         self.num_items += 1
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        handle, self._handle = self._handle, None
+        handle, target = self._handle, self._target
+        self._handle = self._target = None
         try:
+            with write_errors_named(self.path):
+                if exc_type is None:
+                    if self.num_items == 0:
+                        raise InvalidInputError(f"no item was added to '{self.path}'; refusing to write an empty file")
+                    size = self.sensor_size or handle[item_key(IMAGES, 0)].shape[1:]
+                    handle.attrs['sensor_resolution'] = np.asarray(size, dtype=np.int64)
+                    for name, value in self.attrs.items():
+                        handle.attrs[name] = value
+                handle.close()
             if exc_type is None:
-                if self.num_items == 0:
-                    raise ValueError(f"no item was added to '{self.path}'; refusing to write an empty file")
-                size = self.sensor_size or handle[item_key(IMAGES, 0)].shape[1:]
-                handle.attrs['sensor_resolution'] = np.asarray(size, dtype=np.int64)
-                for name, value in self.attrs.items():
-                    handle.attrs[name] = value
+                target.commit()
         finally:
             handle.close()
-            if exc_type is None and self.num_items > 0:
-                os.replace(self.tmp_path, self.path)
-            elif os.path.exists(self.tmp_path):
-                os.remove(self.tmp_path)
-
-
-def write_training_h5(path: str | os.PathLike, blurry: Iterable[np.ndarray], sharp: Iterable[np.ndarray] | None,
-                      voxels: Iterable[np.ndarray] | None, masks: Iterable[np.ndarray] | None,
-                      sensor_size: tuple[int, int] | None = None, attrs: Mapping[str, object] | None = None) -> int:
-    """Write a whole training file from iterables (consumed item by item, so generators stream).
-
-    Args: as :meth:`TrainingH5Writer.add`, one iterable per group (None: group left out); all
-        non-None iterables must have the same length.
-
-    Returns:
-        the number of items written.
-    """
-    sources = [iter(s) if s is not None else None for s in (blurry, sharp, voxels, masks)]
-    with TrainingH5Writer(path, sensor_size=sensor_size, attrs=attrs) as writer:
-        for frame in sources[0]:
-            sharp_i, voxel_i, mask_i = (next(s, None) if s is not None else None for s in sources[1:])
-            for name, source, value in zip(('sharp', 'voxels', 'masks'), sources[1:], (sharp_i, voxel_i, mask_i)):
-                if source is not None and value is None:
-                    raise ValueError(f'{name} has fewer items than blurry ({writer.num_items})')
-            writer.add(frame, voxel=voxel_i, mask=mask_i, sharp=sharp_i)
-        for name, source in zip(('sharp', 'voxels', 'masks'), sources[1:]):
-            if source is not None and next(source, None) is not None:
-                raise ValueError(f'{name} has more items than blurry ({writer.num_items})')
-        return writer.num_items
+            target.discard()
 
 
 class TrainingH5Reader:
-    """Read items (or windows of items) of one validated training HDF5 file.
+    """An open training HDF5 file (validated by :func:`inspect_training_h5`); reads items or windows of items.
 
-    Opens the file on first use, in the calling process; a reader that was pickled or inherited
-    by a forked worker reopens its own handle (h5py handles must not cross processes).
+    Keep one per process (:class:`basicsr.utils.file_io.ProcessLocalHandles` does this for the data sets): h5py
+    handles must not cross processes. Use as a context manager or call :meth:`close`.
 
     Args:
-        info: the file's :class:`TrainingH5Info` (from :func:`inspect_training_h5`).
+        info: the file's :class:`TrainingH5Info`.
     """
 
     def __init__(self, info: TrainingH5Info):
         self.info = info
-        self._handle: h5py.File | None = None
-        self._pid: int | None = None
+        try:
+            self._handle = h5py.File(info.path, 'r')
+        except OSError as error:
+            raise TrainingH5Error(f"HDF5 file '{info.path}' cannot be opened as HDF5 ({error}); {MAKE_HINT}") from error
 
-    @property
-    def is_open(self) -> bool:
-        return self._handle is not None and self._pid == os.getpid()
+    def __enter__(self) -> Self:
+        return self
 
-    def _file(self) -> h5py.File:
-        if not self.is_open:
-            self._handle = h5py.File(self.info.path, 'r')
-            self._pid = os.getpid()
-        return self._handle
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        """Close the handle if this process opened it."""
-        if self.is_open:
-            self._handle.close()
-        self._handle = self._pid = None
-
-    def __getstate__(self) -> dict:
-        return {'info': self.info, '_handle': None, '_pid': None}
+        self._handle.close()
 
     def read(self, group: str, index: int, window: tuple[slice, slice] | None = None) -> np.ndarray:
         """Item ``index`` of ``group`` as stored ((C, H, W), file dtype), or only its (rows, cols) window.
 
         Only the window is read from disk (h5py hyperslab).
+
+        Raises:
+            TrainingH5Error: the item cannot be read (truncated or corrupt file), or a voxel holds NaN or infinity;
+                the message names the file and the key.
         """
         key = item_key(group, index)
         try:
-            dataset = self._file()[key]
-            return dataset[:] if window is None else dataset[:, window[0], window[1]]
-        except (OSError, KeyError) as error:
-            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read '{key}' ({error})") from error
+            dataset = self._handle[key]
+            array = dataset[:] if window is None else dataset[:, window[0], window[1]]
+        except _H5_FAILURES as error:
+            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read '{key}' ({error}); the file is "
+                                  f'truncated or corrupt; {MAKE_HINT}') from error
+        if array.dtype.kind == 'f':
+            check_finite(array, self.info.path, key)
+        return array
 
     def voxel_max_abs(self, index: int) -> float | None:
-        """The stored ``max_abs`` attribute of voxel ``index``; None when the file lacks it (official files)."""
-        value = self._file()[item_key(VOXELS, index)].attrs.get(MAX_ABS_ATTR)
+        """The stored ``max_abs`` attribute of voxel ``index``; None when the file lacks it (official files).
+
+        Raises:
+            TrainingH5Error: the attribute is NaN or infinite (the voxel holds such values).
+        """
+        key = item_key(VOXELS, index)
+        try:
+            value = self._handle[key].attrs.get(MAX_ABS_ATTR)
+        except _H5_FAILURES as error:
+            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read the attributes of '{key}' ({error}); the "
+                                  f'file is truncated or corrupt; {MAKE_HINT}') from error
+        if value is not None and not np.isfinite(value):
+            raise TrainingH5Error(f"HDF5 file '{self.info.path}': '{key}' has the attribute {MAX_ABS_ATTR} = {value}, "
+                                  f'so the voxel contains NaN or infinity; {MAKE_HINT}')
         return None if value is None else float(value)
 
 
-def open_training_h5(path: str | os.PathLike, required: Iterable[str] = (IMAGES,)) -> TrainingH5Reader:
-    """Validate ``path`` (see :func:`inspect_training_h5`) and return a lazy :class:`TrainingH5Reader`."""
-    return TrainingH5Reader(inspect_training_h5(path, required))
+def check_finite(array: np.ndarray, path: str, key: str) -> None:
+    """Raise TrainingH5Error naming ``path``, ``key`` and the first bad value unless ``array`` is all finite.
+
+    One reduction over the array when it is finite (the common case); the search only runs on failure.
+    """
+    if np.isfinite(array.sum(dtype=np.float64)):
+        return
+    bad = ~np.isfinite(array)
+    if not bad.any():  # the float64 sum overflowed on huge finite values
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    kinds = ' and '.join(name for name, found in (('NaN', np.isnan(array).any()), ('infinity', np.isinf(array).any()))
+                         if found)
+    raise TrainingH5Error(f"HDF5 file '{path}': '{key}' contains {kinds} ({int(bad.sum())} of {array.size} values, "
+                          f'the first at (channel, row, column) = {first}); the events or the conversion that made it '
+                          f'are broken; {MAKE_HINT}')

@@ -12,7 +12,6 @@ max-abs normalised over the full sensor, then cropped, so a crop sees the same v
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -35,6 +34,8 @@ from basicsr.data.scer_conversion import (
     time_origin,
 )
 from basicsr.events import RawEventH5
+from basicsr.utils.errors import InvalidInputError
+from basicsr.utils.file_io import ProcessLocalHandles
 from basicsr.utils.option_schema import Key
 from basicsr.utils.registry import DATASET_REGISTRY
 
@@ -51,9 +52,11 @@ class RawEventDataset(BaseEventDataset):
         opt: read-only mapping with the keys of ``option_schema`` (loader keys are ignored here).
 
     Raises:
-        FileNotFoundError: missing ``dataroot`` / listed file, or no .h5 file in the folder.
-        KeyError, ValueError: a malformed raw file (message names file and key), bad options, a crop larger
-            than the frames, or ``return_gt_frame`` with a file that has no ``sharp_images``.
+        MissingInputError (a FileNotFoundError): missing ``dataroot`` / listed file, or no .h5 file in the folder.
+        InvalidInputError, MissingKeyError (ValueError, KeyError): a malformed, truncated or corrupt raw file
+            (message names file and key), bad options, a crop larger than the frames, or ``return_gt_frame`` with a
+            file that has no ``sharp_images``. Reading an item: events that break the layout (NaN or unsorted
+            times, coordinates outside the sensor, bad polarities), named with the file and the event range.
     """
 
     option_schema: ClassVar[dict[str, Key]] = {
@@ -75,38 +78,22 @@ class RawEventDataset(BaseEventDataset):
                 self._origins.append(time_origin(raw))
                 frame_sizes.append(tuple(raw.read_frame(0).shape[:2]))
                 if frame_sizes[-1] != tuple(raw.sensor_size):
-                    raise ValueError(f"raw-event file '{path}': frames are {frame_sizes[-1]} pixels but "
+                    raise InvalidInputError(f"raw-event file '{path}': frames are {frame_sizes[-1]} pixels but "
                                      f"sensor_resolution is {raw.sensor_size}; they must agree")
                 if self.opt['return_gt_frame'] and not has_sharp_frames(raw):
-                    raise ValueError(f"raw-event file '{path}' has no group 'sharp_images' (ground truth); set "
-                                     'return_gt_frame: false to use it without ground truth')
-        self._handles: dict[int, RawEventH5] = {}
-        self._pid = os.getpid()
+                    raise InvalidInputError(f"raw-event file '{path}' has no group 'sharp_images' (ground truth); set "
+                                            'return_gt_frame: false to use it without ground truth')
+        self._raw_files = ProcessLocalHandles(RawEventH5)
         self._setup_index([len(windows) for windows in self._windows], frame_sizes)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state['_handles'] = {}
-        return state
-
-    def _raw(self, file_number: int) -> RawEventH5:
-        if self._pid != os.getpid():  # a forked or unpickled copy: never reuse the parent's handles
-            self._handles, self._pid = {}, os.getpid()
-        if file_number not in self._handles:
-            self._handles[file_number] = RawEventH5(self.files[file_number])
-        return self._handles[file_number]
 
     @property
     def open_files(self) -> int:
         """Number of files this process holds open (0 right after construction)."""
-        return len(self._handles) if self._pid == os.getpid() else 0
+        return len(self._raw_files)
 
     def close(self) -> None:
         """Close every file handle this process opened."""
-        if self._pid == os.getpid():
-            for raw in self._handles.values():
-                raw.close()
-        self._handles = {}
+        self._raw_files.close()
 
     def _noise_rng(self) -> np.random.Generator | None:
         if not self.opt['add_noise']:
@@ -114,7 +101,15 @@ class RawEventDataset(BaseEventDataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, ())))
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
-        raw = self._raw(file_number)
+        try:
+            return self._item_arrays(file_number, local_index, augmentation)
+        except InvalidInputError as error:  # the reader names the file and the events; add the item
+            window = self._windows[file_number][local_index]
+            raise type(error)(f'{error} (item {local_index} of {self.sequences[file_number]}, raw frame '
+                              f'{window.frame_index})') from error
+
+    def _item_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
+        raw = self._raw_files.get(self.files[file_number])
         window = self._windows[file_number][local_index]
         arrays = {'frame': augmentation.crop(frame_chw(raw.read_frame(window.frame_index)))}
         if self.opt['return_gt_frame']:

@@ -34,6 +34,7 @@ import numpy as np
 
 from basicsr.data.h5_layout import TrainingH5Writer
 from basicsr.events import RawEventH5, add_voxel_noise, event_mask, events_to_scer
+from basicsr.utils.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +58,19 @@ def item_windows(raw: RawEventH5, mode: str) -> list[ItemWindow]:
             the message names the file.
     """
     if mode not in WINDOW_MODES:
-        raise ValueError(f"event window mode must be one of {', '.join(WINDOW_MODES)}, got {mode!r}")
+        raise InvalidInputError(f"event window mode must be one of {', '.join(WINDOW_MODES)}, got {mode!r}")
     times = raw.frame_timestamps
     if mode == 'gopro':
         if times.size < 3:
-            raise ValueError(f"raw-event file '{raw.path}' has {times.size} frame(s) under 'images'; mode gopro "
-                             'drops the first and last frame, so it needs at least 3')
+            raise InvalidInputError(f"raw-event file '{raw.path}' has {times.size} frame(s) under 'images'; mode "
+                                    'gopro drops the first and last frame, so it needs at least 3')
         bounds = [raw.index_at_time(t) for t in (times[:-1] + times[1:]) / 2]
         return [ItemWindow(i, bounds[i - 1], bounds[i]) for i in range(1, times.size - 1)]
     exposures = raw.exposures
     if exposures is None or exposures.shape[0] == 0:
-        raise ValueError(f"raw-event file '{raw.path}': mode reblur needs the attributes 'exposure_start' and "
-                         "'exposure_end' on every frame under 'images'; use mode gopro (frame-centred windows) "
-                         'for files without exposures')
+        raise InvalidInputError(f"raw-event file '{raw.path}': mode reblur needs the attributes 'exposure_start' "
+                                "and 'exposure_end' on every frame under 'images'; use mode gopro (frame-centred "
+                                'windows) for files without exposures')
     return [ItemWindow(i, raw.index_at_time(start), raw.index_at_time(end))
             for i, (start, end) in enumerate(exposures)]
 
@@ -131,8 +132,9 @@ def has_sharp_frames(raw: RawEventH5) -> bool:
     if not raw.sharp_frame_names:
         return False
     if len(raw.sharp_frame_names) != len(raw.frame_names):
-        raise ValueError(f"raw-event file '{raw.path}' has {len(raw.sharp_frame_names)} frames under 'sharp_images' "
-                         f"but {len(raw.frame_names)} under 'images'; expected one ground-truth frame per frame")
+        raise InvalidInputError(f"raw-event file '{raw.path}' has {len(raw.sharp_frame_names)} frames under "
+                                f"'sharp_images' but {len(raw.frame_names)} under 'images'; expected one ground-truth "
+                                'frame per frame')
     return True
 
 
@@ -162,10 +164,13 @@ def convert_raw_to_training(raw_path: str | os.PathLike, out_path: str | os.Path
         number of items written.
 
     Raises:
-        FileNotFoundError, KeyError, ValueError: unreadable or malformed input (messages name file and key).
+        MissingInputError, MissingKeyError, InvalidInputError (FileNotFoundError, KeyError, ValueError): unreadable,
+            truncated or malformed input (messages name file and key).
+        WriteError: the output cannot be written (full disk, permissions).
     """
     if num_bins < 2 or num_bins % 2:
-        raise ValueError(f'num_bins must be an even number >= 2 (SCER splits the window in two halves), got {num_bins}')
+        raise InvalidInputError(f'num_bins must be an even number >= 2 (SCER splits the window in two halves), got '
+                                f'{num_bins}')
     with RawEventH5(raw_path) as raw:
         windows = item_windows(raw, mode)
         origin = time_origin(raw)

@@ -1,6 +1,8 @@
-"""Event maths and event I/O: representations (SCER, voxel grid), the event mask, voxel noise, the ESIM simulator
-and readers/writers of event recordings. Pure numpy/torch/OpenCV/h5py; no network modules, no registries."""
+"""Event maths and event I/O: the SCER representation, checks of event arrays, the event mask, voxel noise, the
+ESIM simulator and readers/writers of event recordings. Pure numpy/torch/OpenCV/h5py; no network modules, no
+registries."""
 
+from basicsr.events.checks import signed_polarity
 from basicsr.events.mask import event_mask
 from basicsr.events.noise import add_voxel_noise
 from basicsr.events.readers import (
@@ -13,10 +15,8 @@ from basicsr.events.readers import (
 )
 from basicsr.events.representations import (
     events_to_scer,
-    events_to_voxel_grid,
     normalize_max_abs,
     normalize_voxel_nonzero,
-    signed_polarity,
 )
 from basicsr.events.simulator import EventSimulator, simulate_events
 
@@ -29,7 +29,6 @@ __all__ = [
     'concatenate_events',
     'event_mask',
     'events_to_scer',
-    'events_to_voxel_grid',
     'normalize_max_abs',
     'normalize_voxel_nonzero',
     'read_events',

@@ -2,7 +2,9 @@
 
 A checkpoint is a ``torch.save`` file holding ``{'params': state_dict}`` (and/or ``params_ema``),
 possibly with extra metadata, or a bare state dict. Files are read with ``weights_only=True``:
-a checkpoint is untrusted input, and arbitrary pickled objects in it are refused.
+a checkpoint is untrusted input, and arbitrary pickled objects in it are refused. Training states
+(``training_states/<iter>.state``) are read by :func:`read_training_state` under the same rules.
+Files are written atomically (:mod:`basicsr.utils.file_io`).
 """
 
 from __future__ import annotations
@@ -10,25 +12,28 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from basicsr.utils.errors import InvalidInputError, MissingInputError
+from basicsr.utils.file_io import save_torch_atomic
 from basicsr.utils.option_schema import thaw
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'save_network', 'unwrap_network']
+__all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'newest_readable_training_state',
+           'read_training_state', 'save_network', 'unwrap_network']
 
 _PARAM_KEYS = ('params', 'params_ema')
 _LISTED_KEYS = 10  # names listed per category in mismatch messages; the rest are counted
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or holds no usable state dict."""
+class CheckpointError(InvalidInputError):
+    """A checkpoint or training-state file that cannot be read or holds no usable state (also a ValueError)."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -83,24 +88,89 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     return lines[0].split(' Please use')[0] if lines else 'content other than tensors and plain containers'
 
 
-def _read_checkpoint(path: str) -> Any:
+def _load_torch_file(path: str, what: str, missing_hint: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU with every failure named.
+
+    Args:
+        path: the file.
+        what: 'Checkpoint file' or 'Training state file', the start of the messages.
+        missing_hint: the fix when the file does not exist.
+
+    Raises:
+        MissingInputError: the file does not exist.
+        CheckpointError: unreadable, truncated, corrupt, or refused by ``weights_only``.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file '{path}' does not exist; check path.pretrain_network_g (or the "
-                                'path you passed).')
+        raise MissingInputError(f"{what} '{path}' does not exist; {missing_hint}")
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"Checkpoint file '{path}' cannot be loaded safely (torch.load with weights_only=True refused it: "
+            f"{what} '{path}' cannot be loaded safely (torch.load with weights_only=True refused it: "
             f'{_unpickler_reason(error)}). It is not a torch checkpoint, or it contains pickled Python objects '
             'other than tensors and plain containers; re-save it with save_network from a trusted environment.'
         ) from error
-    except OSError:
-        raise
-    except Exception as error:  # the unpickler fails on corrupt input in many ways (EOFError, IndexError, ...)
-        detail = str(error).splitlines()[0] if str(error) else 'no details'
-        raise CheckpointError(f"Checkpoint file '{path}' is not a readable torch checkpoint "
-                              f'({type(error).__name__}: {detail}).') from error
+    except Exception as error:  # truncated or corrupt files fail in many ways (RuntimeError, EOFError, OSError...)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else 'no details'
+        raise CheckpointError(
+            f"{what} '{path}' is not a readable torch file ({type(error).__name__}: {detail}); it is probably "
+            'truncated or corrupt (an interrupted copy or save, a full disk); use an earlier file or copy it again.'
+        ) from error
+
+
+def _read_checkpoint(path: str) -> Any:
+    return _load_torch_file(path, 'Checkpoint file', 'check path.pretrain_network_g (or the path you passed).')
+
+
+def read_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training state (``training_states/<iter>.state``) with ``weights_only=True`` onto the CPU.
+
+    Args:
+        path: the state file.
+
+    Returns:
+        The state dict as saved (at least ``iter``: int; ``epoch``, ``optimizers``, ``schedulers``, ...).
+
+    Raises:
+        MissingInputError: the file does not exist.
+        CheckpointError: the file is truncated, corrupt, refused by ``weights_only``, or not a dict with an
+            integer ``iter``; a caller resuming automatically can skip to the previous state.
+    """
+    path = os.fspath(path)
+    state = _load_torch_file(path, 'Training state file', 'check path.resume_state (or use --auto_resume).')
+    if not isinstance(state, Mapping) or not isinstance(state.get('iter'), int):
+        found = sorted(map(str, state)) if isinstance(state, Mapping) else type(state).__name__
+        raise CheckpointError(f"Training state file '{path}' is not a training state (expected a dict with an "
+                              f"integer 'iter', found {found}); point path.resume_state to a file under "
+                              'training_states/.')
+    return dict(state)
+
+
+def newest_readable_training_state(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``<iter>.state`` in ``folder`` that can be read, with its content, for ``--auto_resume``.
+
+    A newer state that is truncated or corrupt (a kill or a full disk while it was written by an older version) is
+    skipped with a warning naming it, and the previous one is tried.
+
+    Returns:
+        (path, state) of the newest readable state; None when the folder holds no ``<iter>.state`` file.
+
+    Raises:
+        CheckpointError: there are states but none can be read; the message lists them.
+    """
+    folder = Path(folder)
+    states = sorted((p for p in folder.glob('*.state') if p.stem.isdigit()), key=lambda p: int(p.stem),
+                    reverse=True) if folder.is_dir() else []
+    for path in states:
+        try:
+            return path, read_training_state(path)
+        except CheckpointError as error:
+            logger.warning('Skipping the newest training state: %s', error)
+    if states:
+        raise CheckpointError(f"None of the training states in '{folder}' can be read "
+                              f"({', '.join(p.name for p in states)}); start again without --auto_resume, or point "
+                              'path.resume_state to a readable state.')
+    return None
 
 
 def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tuple[dict[str, Any], str]:
@@ -168,7 +238,7 @@ def load_network(net: nn.Module, path: str | os.PathLike, strict: bool = True,
             bare state dict.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        MissingInputError (a FileNotFoundError): ``path`` does not exist.
         CheckpointError (a ValueError): the file is not a loadable torch checkpoint, is refused by
             ``weights_only=True``, or holds no state dict under ``param_key``.
         CheckpointMismatchError (a CheckpointError): with ``strict``, missing, unexpected or
@@ -214,20 +284,12 @@ def save_network(net: nn.Module, path: str | os.PathLike, param_key: str = 'para
 
     Raises:
         ValueError: ``extra`` uses ``param_key`` as a key.
+        WriteError: the file cannot be written (full disk, permissions); names the path, the cause and the
+            bytes free; a previous file of that name is left intact.
     """
     path = os.fspath(path)
     extra = thaw(dict(extra or {}))
     if param_key in extra:
         raise ValueError(f"save_network: extra must not contain the key '{param_key}', which holds the weights")
     state_dict = {k: v.detach().cpu() for k, v in _strip_module_prefix(unwrap_network(net).state_dict()).items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            torch.save({param_key: state_dict, **extra}, file)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    save_torch_atomic({param_key: state_dict, **extra}, path)

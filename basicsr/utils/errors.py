@@ -12,11 +12,38 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """An anticipated problem: a bad option, a malformed or missing file, a mismatched checkpoint, a full disk."""
+    """An anticipated problem: a bad option, a malformed or missing file, a mismatched checkpoint, a full disk.
+
+    Raised inside a DataLoader worker, it reaches the main process re-created by torch with the text
+    ``Caught <Class> in DataLoader worker process N. Original Traceback ...``; the constructor keeps only the
+    original message, so the error boundary prints the one paragraph that names the file and the item.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_original_message(type(self), args[0]),)
+        super().__init__(*args)
+
+
+def _original_message(error_type: type, message: str) -> str:
+    """The original message inside the text of an exception re-raised by torch from a worker, else ``message``."""
+    if not message.startswith(f'Caught {error_type.__name__} ') or '\nOriginal Traceback' not in message:
+        return message
+    name = error_type.__qualname__
+    if error_type.__module__ not in ('__main__', 'builtins'):
+        name = f'{error_type.__module__}.{name}'
+    _, found, original = message.rpartition(f'\n{name}: ')
+    return original.rstrip('\n') if found else message
 
 
 class InvalidInputError(UserError, ValueError):
     """A value, file content or combination of inputs that cannot be used (also a ValueError)."""
+
+
+class MissingKeyError(InvalidInputError, KeyError):
+    """A file or mapping lacks a required key, dataset or attribute (also a KeyError and a ValueError)."""
+
+    __str__ = Exception.__str__  # KeyError would show the message in quotes
 
 
 class MissingInputError(UserError, FileNotFoundError):

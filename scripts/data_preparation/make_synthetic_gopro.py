@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from tqdm import tqdm
 
 from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.scer_conversion import convert_raw_to_training
+from basicsr.engine.entry_point import run_main
 from basicsr.events import (
     EventSimulator,
     RawEventH5,
@@ -310,7 +310,6 @@ def make_sequence(spec: SequenceSpec, num_bins: int, noise_seed: int, overwrite:
     if built:
         sequence = render_sequence(spec)
         height, width = spec.size
-        os.makedirs(os.path.dirname(spec.raw_file), exist_ok=True)
         write_raw_events_h5(spec.raw_file, sequence['events'], (height, width), frames=sequence['blurry'],
                             frame_timestamps=sequence['timestamps'], exposures=sequence['exposures'],
                             sharp_frames=sequence['sharp'], source=spec_description(spec))
@@ -392,4 +391,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main)

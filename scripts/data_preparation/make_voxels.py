@@ -21,9 +21,10 @@ Differences from the reference converters, all on purpose:
 * SCER uses float32 timestamps like the reference, but measured from each file's first event, so absolute camera
   clocks keep sub-millisecond resolution.
 
-Outputs are written atomically; an existing complete output (valid layout and the expected item count) is
-skipped unless ``--overwrite``. Malformed inputs are reported at the end (file and key) and make the exit code 1;
-the other files are still converted.
+Outputs are written atomically (temporaries left by a killed run are removed at start); an existing complete output
+(valid layout and the expected item count) is skipped unless ``--overwrite``. Malformed inputs are reported at the
+end (file and key) and make the exit code 1; the other files are still converted. A missing input path or an output
+that cannot be written (full disk, permissions) stops the script with one ``error:`` line and exit code 2.
 
 Example::
 
@@ -47,6 +48,9 @@ from basicsr.data.scer_conversion import (
     convert_raw_to_training,
     count_items,
 )
+from basicsr.engine.entry_point import run_main
+from basicsr.utils.errors import MissingInputError, UserError, WriteError
+from basicsr.utils.file_io import make_folder, remove_stale_temporaries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,13 +87,20 @@ def is_complete(out_path: str, raw_path: str, mode: str) -> bool:
 
 
 def convert_one(raw_path: str, out_path: str, args: argparse.Namespace) -> tuple[str, int | None, str | None]:
-    """(raw_path, items written or None when skipped, error message or None)."""
+    """(raw_path, items written or None when skipped, error message or None).
+
+    A WriteError (full disk, permissions) is raised: every later file would fail the same way.
+    """
     try:
         if not args.overwrite and is_complete(out_path, raw_path, args.mode):
             return raw_path, None, None
         count = convert_raw_to_training(raw_path, out_path, args.mode, num_bins=args.num_bins,
                                         keep_middle=args.keep_middle, add_noise=args.add_noise, seed=args.seed)
         return raw_path, count, None
+    except WriteError:
+        raise
+    except UserError as error:
+        return raw_path, None, str(error)
     except (OSError, KeyError, ValueError, IndexError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         return raw_path, None, f'{type(error).__name__}: {message}'
@@ -99,18 +110,16 @@ def input_files(input_path: str) -> list[str]:
     if os.path.isdir(input_path):
         return list_dataroot_files(input_path)
     if not os.path.isfile(input_path):
-        raise FileNotFoundError(f"--input_path '{input_path}' does not exist")
+        raise MissingInputError(f"--input_path '{input_path}' does not exist; give a raw-event .h5 file or a folder of "
+                                'them')
     return [input_path]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        files = input_files(args.input_path)
-    except FileNotFoundError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
-    os.makedirs(args.save_path, exist_ok=True)
+    files = input_files(args.input_path)
+    make_folder(args.save_path)
+    remove_stale_temporaries(args.save_path)
     jobs = [(path, os.path.join(args.save_path, os.path.basename(path))) for path in files]
     results = []
     with tqdm(total=len(jobs), unit='file', desc='make_voxels') as bar:
@@ -135,4 +144,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_main(main)
