@@ -78,7 +78,8 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
 
     * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process (times
       ``num_gpu`` without ``dist``, i.e. DataParallel), ``drop_last``; shuffled unless ``sampler`` is given
-      (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given.
+      (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given, and the
+      loader's own generator seeded too, so iterating it leaves the global generators alone.
     * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
       torch.distributed), loaded in the main process.
     * ``prefetch_mode: cpu``: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead.
@@ -105,6 +106,10 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
             sampler=sampler,
             drop_last=True,
         )
+        if seed is not None:
+            # the loader draws its workers' base seed from this generator, not from the main process's global one,
+            # so starting a pass never shifts the random draws of training (exact resume)
+            kwargs['generator'] = torch.Generator().manual_seed(seed + rank)
         if seed is not None and num_workers > 0:
             kwargs['worker_init_fn'] = functools.partial(worker_init_fn, num_workers=num_workers, rank=rank,
                                                          seed=seed)

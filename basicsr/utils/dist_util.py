@@ -1,19 +1,47 @@
-"""torch.distributed set-up: ``init_dist`` for torch.distributed.launch / torchrun and slurm."""
+"""torch.distributed set-up: ``init_dist`` for torch.distributed.launch / torchrun and slurm, the launcher check,
+the seed broadcast, per-rank state gathering and the watchdog that ends the job when a rank stops responding."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
-from collections.abc import Callable
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 
+from basicsr.utils.errors import InvalidInputError
 
-def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500) -> None:
-    """Join the process group of this launch.
+DEFAULT_TIMEOUT_S = 600.0
+"""``dist_params.timeout``: seconds a collective may wait for the other ranks before the job ends."""
+
+
+def check_launcher(launcher: str, environ: Mapping[str, str]) -> None:
+    """Refuse a multi-process launch (``WORLD_SIZE`` > 1, as torchrun sets it) without ``--launcher pytorch``.
+
+    Without the launcher every process would run its own training into the same folder.
+
+    Raises:
+        InvalidInputError: ``WORLD_SIZE`` > 1 and ``launcher`` is ``'none'``.
+    """
+    world_size = environ.get('WORLD_SIZE', '1')
+    if launcher == 'none' and world_size.strip().isdigit() and int(world_size) > 1:
+        raise InvalidInputError(
+            f'the environment says WORLD_SIZE={world_size} (started by torchrun or torch.distributed.launch) but '
+            'the program runs with --launcher none, so every process would train on its own into the same '
+            'experiment folder; add --launcher pytorch to the command line (or start a single process without '
+            'torchrun)')
+
+
+def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Join the process group of this launch and return the backend used (``'nccl'`` or ``'gloo'``).
 
     Args:
         launcher: ``'pytorch'`` (``python -m torch.distributed.launch`` or ``torchrun``; both set
@@ -21,17 +49,23 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500) -> None:
         backend: the backend wanted with CUDA (``nccl``); without CUDA ``gloo`` is used, since
             NCCL needs GPUs.
         port: MASTER_PORT for slurm when the environment does not set it.
+        timeout_s: ``dist_params.timeout``, seconds a collective waits for the other ranks before it fails
+            (NCCL's watchdog then ends the process; gloo raises in the waiting rank).
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
-        return
+        return torch_dist.get_backend()
+    if timeout_s <= 0:
+        raise InvalidInputError(f'dist_params.timeout must be a positive number of seconds, got {timeout_s}')
     if not torch.cuda.is_available():
         backend = 'gloo'
+    timeout = timedelta(seconds=timeout_s)
     if launcher == 'pytorch':
-        _init_dist_pytorch(backend)
+        _init_dist_pytorch(backend, timeout)
     elif launcher == 'slurm':
-        _init_dist_slurm(backend, port)
+        _init_dist_slurm(backend, port, timeout)
     else:
         raise ValueError(f"launcher must be 'pytorch' or 'slurm' to start torch.distributed, got {launcher!r}")
+    return torch_dist.get_backend()
 
 
 def _require_env(launcher: str, names: tuple[str, ...], how: str) -> None:
@@ -40,17 +74,17 @@ def _require_env(launcher: str, names: tuple[str, ...], how: str) -> None:
         raise RuntimeError(f"--launcher {launcher} needs the environment variables {', '.join(missing)}; {how}")
 
 
-def _init_dist_pytorch(backend: str) -> None:
+def _init_dist_pytorch(backend: str, timeout: timedelta) -> None:
     _require_env('pytorch', ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
                  "start the program with 'torchrun --nproc_per_node=N basicsr/train.py ...' or "
                  "'python -m torch.distributed.launch ...', or use --launcher none for a single process.")
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if backend == 'nccl':
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    torch_dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    torch_dist.init_process_group(backend=backend, timeout=timeout)
 
 
-def _init_dist_slurm(backend: str, port: int) -> None:
+def _init_dist_slurm(backend: str, port: int, timeout: timedelta) -> None:
     _require_env('slurm', ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
                  'start the program with srun, or use --launcher pytorch / none.')
     proc_id = int(os.environ['SLURM_PROCID'])
@@ -66,7 +100,7 @@ def _init_dist_slurm(backend: str, port: int) -> None:
     os.environ['LOCAL_RANK'] = str(local_rank)
     if backend == 'nccl':
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    torch_dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    torch_dist.init_process_group(backend=backend, timeout=timeout)
 
 
 def get_dist_info() -> tuple[int, int]:
@@ -99,3 +133,135 @@ def destroy_dist() -> None:
     """Leave the process group, if any (avoids a warning at exit)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+
+
+def broadcast_seed(seed: int) -> int:
+    """Rank 0's ``seed`` on every rank (``seed`` itself without torch.distributed).
+
+    The value travels in an int64 tensor on the current CUDA device under NCCL (which cannot send CPU tensors),
+    on the CPU otherwise.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return seed
+    on_gpu = torch_dist.get_backend() == 'nccl'
+    device = torch.device('cuda', torch.cuda.current_device()) if on_gpu else torch.device('cpu')
+    shared = torch.tensor([seed], dtype=torch.int64, device=device)
+    torch_dist.broadcast(shared, src=0)
+    return int(shared.item())
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order, on every rank (``[value]`` without torch.distributed).
+
+    Used for the per-rank parts of a training state (random-number states); ``value`` must be picklable.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return [value]
+    gathered: list[Any] = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def this_rank_part(parts: list[Any], what: str, source: str) -> Any:
+    """This rank's entry of a per-rank list saved by :func:`gather_from_ranks`.
+
+    Args:
+        parts: one entry per rank of the run that saved them.
+        what: what the entries are, for the message (e.g. ``'random-number states'``).
+        source: where they come from, for the message (e.g. the training state's path).
+
+    Raises:
+        InvalidInputError: the run that saved ``parts`` had another number of processes.
+    """
+    rank, world_size = get_dist_info()
+    if len(parts) != world_size:
+        raise InvalidInputError(
+            f"'{source}' holds the {what} of {len(parts)} processes but this run has {world_size}; an exact "
+            f'resume needs the same number of processes: start it with {len(parts)} (e.g. torchrun '
+            f'--nproc_per_node={len(parts)}), or start a new run from its weights with path.pretrain_network_g')
+    return parts[rank]
+
+
+class RankWatchdog:
+    """A daemon thread that ends this process when another rank stops showing signs of life.
+
+    Every ``interval_s`` each rank bumps a counter under ``basicsr/alive/<rank>`` in the rendezvous store and
+    reads the others' counters. A rank whose counter has not moved for ``silence_s`` seconds (measured here,
+    so clocks need not agree) is stopped (SIGSTOP, a frozen node) or dead: the watchdog logs and prints one
+    ``error:`` paragraph naming it and exits this process with status 2, so the launcher ends the whole job.
+    The counter is bumped by the thread, not the training loop, so long validations or checkpoint writes on
+    one rank are not mistaken for a stall (the process group's own timeout covers ranks that are alive but hung).
+
+    Args:
+        silence_s: seconds of silence that end the job (the training loop passes ``dist_params.timeout / 2``,
+            so a stalled rank ends the job before any collective times out with a traceback).
+        interval_s: seconds between beats.
+        store: the key-value store shared by the ranks (default: a client of MASTER_ADDR:MASTER_PORT).
+    """
+
+    def __init__(self, silence_s: float, interval_s: float = 1.0, store: torch_dist.Store | None = None):
+        if silence_s <= interval_s:
+            raise ValueError(f'RankWatchdog needs silence_s > interval_s, got {silence_s} and {interval_s}')
+        self.rank, self.world_size = get_dist_info()
+        self.silence_s, self.interval_s = silence_s, interval_s
+        self._store = store
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='basicsr-rank-watchdog', daemon=True)
+
+    def _connect(self) -> torch_dist.Store:
+        client = torch_dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
+                                     timeout=timedelta(seconds=self.silence_s), wait_for_workers=False)
+        return torch_dist.PrefixStore('basicsr/alive', client)
+
+    def start(self) -> RankWatchdog:
+        """Start watching (nothing to watch in a single process)."""
+        if self.world_size > 1:
+            self._store = self._store or self._connect()
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (call before leaving the process group, so ranks that finish first are not reported)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> RankWatchdog:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        others = [rank for rank in range(self.world_size) if rank != self.rank]
+        now = time.monotonic()
+        seen = {rank: (None, now) for rank in others}  # rank -> (last counter read, when it last changed)
+        beat = 0
+        while not self._stop.wait(self.interval_s if beat else 0):
+            beat += 1
+            try:
+                self._store.set(str(self.rank), str(beat))
+                counters = {rank: self._store.get(str(rank)) if self._store.check([str(rank)]) else None
+                            for rank in others}
+            except RuntimeError as error:  # the store's host (rank 0 or the launcher) is gone or frozen
+                self._end(f'the rendezvous store at {os.environ.get("MASTER_ADDR")}:'
+                          f'{os.environ.get("MASTER_PORT")} (hosted by rank 0 or the launcher) did not answer '
+                          f'within {self.silence_s:.0f} s ({error})')
+            now = time.monotonic()
+            seen = {rank: (counters[rank], now if counters[rank] != seen[rank][0] else seen[rank][1])
+                    for rank in others}
+            silent = [rank for rank in others if now - seen[rank][1] > self.silence_s]
+            if silent and not self._stop.is_set():
+                names = ', '.join(map(str, silent))
+                self._end(f'rank {names} showed no sign of life for {self.silence_s:.0f} s (the process is stopped, '
+                          'frozen or dead)')
+
+    def _end(self, cause: str) -> None:
+        message = (f'{cause}; rank {self.rank} ends the job so that the launcher stops the other ranks. Look at '
+                   'the log and the node of that rank; if ranks legitimately pause this long, raise '
+                   'dist_params.timeout (twice this silence) in the option file.')
+        logger = logging.getLogger(__name__)
+        logger.error(message)
+        if not logger.hasHandlers():  # no console handler: say it on standard error
+            print(f'error: {message}', file=sys.stderr, flush=True)
+        os._exit(2)
