@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +58,8 @@ def build_dataset(dataset_opt: Mapping[str, Any]) -> Dataset:
 
 
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
-    """Seed Python's random, NumPy and torch of a loader worker with ``seed + worker_id + num_workers * rank``.
+    """Seed Python's random, NumPy and torch of a loader worker with ``seed + worker_id + num_workers * rank``,
+    and shield it from the stop signals meant for the training loop.
 
     Every worker of every process gets its own seed (with ``seed = manual_seed + rank`` as BasicSR does).
     """
@@ -63,6 +67,26 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
     random.seed(worker_seed)
     np.random.seed(worker_seed % 2**32)
     torch.manual_seed(worker_seed)
+    _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    """Keep a worker alive through Ctrl-C, SIGUSR1 and a SIGTERM sent to the whole job.
+
+    A terminal sends Ctrl-C, and SLURM its SIGUSR1/SIGTERM, to every process of the job; a worker that died of
+    them would make the main process fail while it finishes its iteration and saves (graceful stop). A SIGTERM
+    from the worker's parent (the DataLoader ending a stuck worker) still ends it, as torch's own handler does.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+    threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def _phase_group(phase: str) -> str:

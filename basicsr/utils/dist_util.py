@@ -261,7 +261,8 @@ class RankWatchdog:
                    'the log and the node of that rank; if ranks legitimately pause this long, raise '
                    'dist_params.timeout (twice this silence) in the option file.')
         logger = logging.getLogger(__name__)
-        logger.error(message)
-        if not logger.hasHandlers():  # no console handler: say it on standard error
+        if logger.hasHandlers():  # the run's log (console and file)
+            logger.error(message)
+        else:
             print(f'error: {message}', file=sys.stderr, flush=True)
         os._exit(2)
