@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+import torch
 
 from basicsr.utils import dist_util
 from basicsr.utils.dist_util import check_launcher, gather_from_ranks, init_dist, this_rank_part
@@ -138,3 +139,34 @@ def test_stop_signals_are_the_ones_the_loader_workers_ignore():
     from basicsr.engine.signals import EXIT_CODES
 
     assert set(EXIT_CODES) == {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (NCCL)')
+def test_broadcast_seed_under_nccl_sends_a_cuda_tensor(tmp_path):
+    script = tmp_path / 'nccl.py'
+    script.write_text(textwrap.dedent('''
+        from basicsr.utils.dist_util import broadcast_seed, destroy_dist, init_dist
+        print(init_dist('pytorch', backend='nccl', timeout_s=60), broadcast_seed(1234))
+        destroy_dist()
+        '''))
+    env = {**os.environ, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'MASTER_ADDR': '127.0.0.1',
+           'MASTER_PORT': str(free_port()),
+           'PYTHONPATH': os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')])}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout == 'nccl 1234\n', result.stderr
+
+
+def test_the_run_seed_comes_from_the_state_then_the_options_then_a_draw():
+    assert dist_util.choose_run_seed(None, resumed_seed=17) == 17
+    assert dist_util.choose_run_seed(17, resumed_seed=17) == 17
+    assert dist_util.choose_run_seed(0) == 0  # 0 is a seed
+    assert 1 <= dist_util.choose_run_seed(None) <= 10000
+
+
+def test_a_changed_seed_on_resume_is_named():
+    with pytest.raises(InvalidInputError) as info:
+        dist_util.choose_run_seed(5, resumed_seed=17, source='exp/training_states/8.state')
+    assert str(info.value) == (
+        "manual_seed is 5 in the option file but 'exp/training_states/8.state' was trained with seed 17; set "
+        'manual_seed: 17 (or ~) to continue it exactly, or start a new run from its weights with '
+        'path.pretrain_network_g')

@@ -193,3 +193,14 @@ def test_iterating_the_loader_leaves_the_global_generators_alone(dataroot):
     set_random_seed(1)
     take_batches(sampler, loader, 3)
     assert draw_everything() == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_restored_rng_state_repeats_the_cuda_draws():
+    set_random_seed(3)
+    state = save_and_load(capture_rng_state())
+    assert len(state['cuda']) == torch.cuda.device_count()
+    expected = torch.rand(4, device='cuda')
+    set_random_seed(99)
+    restore_rng_state(state)
+    assert torch.equal(torch.rand(4, device='cuda'), expected)

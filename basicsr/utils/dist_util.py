@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -148,6 +149,33 @@ def broadcast_seed(seed: int) -> int:
     shared = torch.tensor([seed], dtype=torch.int64, device=device)
     torch_dist.broadcast(shared, src=0)
     return int(shared.item())
+
+
+def choose_run_seed(manual_seed: int | None, resumed_seed: int | None = None,
+                    source: str = 'the training state') -> int:
+    """The run's base seed, the same on every rank (each rank then seeds itself with ``seed + rank``).
+
+    A resumed run keeps the seed of its state; a new run uses ``manual_seed``, or draws one on rank 0 and
+    broadcasts it when that is null (so ``manual_seed: ~`` runs can still be resumed exactly).
+
+    Args:
+        manual_seed: the option file's ``manual_seed`` (None: draw one).
+        resumed_seed: the ``seed`` entry of the training state resumed from, None for a new run.
+        source: the training state's path, for the message.
+
+    Raises:
+        InvalidInputError: the option file sets another seed than the state was trained with.
+    """
+    if resumed_seed is not None:
+        if manual_seed is not None and manual_seed != resumed_seed:
+            raise InvalidInputError(
+                f"manual_seed is {manual_seed} in the option file but '{source}' was trained with seed "
+                f'{resumed_seed}; set manual_seed: {resumed_seed} (or ~) to continue it exactly, or start a new run '
+                'from its weights with path.pretrain_network_g')
+        return resumed_seed
+    if manual_seed is not None:
+        return manual_seed
+    return broadcast_seed(random.SystemRandom().randint(1, 10000))
 
 
 def gather_from_ranks(value: Any) -> list[Any]:
