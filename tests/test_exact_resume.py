@@ -204,3 +204,46 @@ def test_restored_rng_state_repeats_the_cuda_draws():
     set_random_seed(99)
     restore_rng_state(state)
     assert torch.equal(torch.rand(4, device='cuda'), expected)
+
+
+def train(dataroot, workers, total_iter, stop_after=None, state=None):
+    """A reference training loop wired as the engine must be (see the resume wiring notes), with random draws in
+    the step (dropout); returns the weights, or the training state when it stops after ``stop_after`` iterations."""
+    set_random_seed(SEED)
+    sampler, loader = make_loader(dataroot, workers)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Dropout(0.5))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    current_iter = 0
+    if state is not None:  # restore order: weights and optimiser, sampler position, then the generators, last
+        model.load_state_dict(state['params'])
+        optimizer.load_state_dict(state['optimizer'])
+        sampler.load_state_dict(state['sampler'])
+        current_iter = state['iter']
+        restore_rng_state(state['rng'][0])
+    epoch, consumed = sampler.epoch, sampler.start
+    while current_iter < total_iter:
+        sampler.set_epoch(epoch, consumed)
+        for batch in loader:
+            current_iter, consumed = current_iter + 1, consumed + BATCH
+            loss = (model(batch['frame']) - batch['frame_gt']).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if current_iter == stop_after:
+                return None, {'iter': current_iter, 'params': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                              'sampler': sampler.state_dict(consumed), 'rng': [capture_rng_state()]}
+            if current_iter == total_iter:
+                break
+        else:
+            epoch, consumed = epoch + 1, 0
+    return model.state_dict(), None
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_stopped_and_resumed_training_ends_with_bit_identical_weights(dataroot, workers):
+    whole, _ = train(dataroot, workers, total_iter=14)
+    for stop_after in (4, 6):  # mid-epoch and at the end of the first epoch
+        _, state = train(dataroot, workers, total_iter=14, stop_after=stop_after)
+        resumed, _ = train(dataroot, workers, total_iter=14, state=save_and_load(state))
+        for name, value in whole.items():
+            assert torch.equal(resumed[name], value), name
