@@ -247,3 +247,13 @@ def test_a_stopped_and_resumed_training_ends_with_bit_identical_weights(dataroot
         resumed, _ = train(dataroot, workers, total_iter=14, state=save_and_load(state))
         for name, value in whole.items():
             assert torch.equal(resumed[name], value), name
+
+
+@pytest.mark.parametrize('phase', ['val', 'test'])
+def test_evaluation_loaders_leave_the_global_generators_alone(dataroot, phase):
+    loader = build_dataloader(RawEventDataset({'dataroot': str(dataroot)}), {'phase': phase})
+    set_random_seed(1)
+    expected = draw_everything()
+    set_random_seed(1)
+    assert len(list(loader)) == FRAMES - 2
+    assert draw_everything() == expected

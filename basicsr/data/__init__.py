@@ -139,7 +139,8 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], num_gpu: 
                                                          seed=seed)
     else:
         num_workers = 0
-        kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler)
+        # an own generator (unused otherwise): starting a pass would draw from the global one (exact resume)
+        kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler, generator=torch.Generator())
     kwargs['pin_memory'] = dataset_opt.get('pin_memory', False)
     kwargs['persistent_workers'] = dataset_opt.get('persistent_workers', False) and num_workers > 0
     if dataset_opt.get('prefetch_mode') == 'cpu':
