@@ -148,7 +148,7 @@ class Augmentation:
         top, left, size: crop window (size None: full frame).
         flip180: flip rows and columns (the reference's RandomFlip).
         hflip, vflip, rot90: the extra augmentations (off unless enabled).
-        noise_seed: seed of the item's synthetic noise (data sets that add noise).
+        noise_seed: seed of the item's synthetic noise (drawn only when the options have ``add_noise: true``).
     """
 
     top: int = 0
@@ -246,7 +246,8 @@ class BaseEventDataset(Dataset):
                           generator: torch.Generator | None = None) -> Augmentation:
         """Random crop corner (uniform), flips and noise seed for one item of a (H, W) frame.
 
-        Drawn from ``generator`` (the item's own, see :class:`SeededIndex`), or torch's global generator when None.
+        Drawn from ``generator`` (the item's own, see :class:`SeededIndex`), or torch's global generator when None;
+        nothing is drawn for what the options leave off.
         """
         size = self.opt['crop_size']
         top = left = 0
@@ -259,7 +260,7 @@ class BaseEventDataset(Dataset):
             hflip=self.opt['use_hflip'] and _coin(generator),
             vflip=self.opt['use_vflip'] and _coin(generator),
             rot90=self.opt['use_rot90'] and _coin(generator),
-            noise_seed=int(torch.randint(0, 2**62, (), generator=generator)),
+            noise_seed=int(torch.randint(0, 2**62, (), generator=generator)) if self.opt.get('add_noise') else 0,
         )
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
