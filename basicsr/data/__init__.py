@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -80,7 +81,9 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
-    threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True).start()
+    parent = multiprocessing.parent_process()  # the loader's process, also under spawn/forkserver (not getppid)
+    creator = parent.pid if parent is not None else os.getppid()
+    threading.Thread(target=_exit_on_sigterm_from, args=(creator,), daemon=True).start()
 
 
 def _exit_on_sigterm_from(parent: int) -> None:
