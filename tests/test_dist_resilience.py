@@ -24,23 +24,23 @@ SCRIPT = textwrap.dedent('''
     from basicsr.engine.signals import GracefulStop
     from basicsr.utils.dist_util import RankWatchdog, broadcast_seed, gather_from_ranks, init_dist, this_rank_part
 
-    timeout = float(sys.argv[1])
+    timeout, stalling = float(sys.argv[1]), int(sys.argv[2])
     backend = init_dist('pytorch', backend='nccl', timeout_s=timeout)  # no CUDA here: gloo
     rank = dist.get_rank()
     seed = broadcast_seed(100 + rank)
     parts = gather_from_ranks({'rank': rank, 'state': torch.full((2,), rank)})
     mine = this_rank_part(parts, 'random-number states', 'x.state')
     with GracefulStop() as stop:  # rank 1 gets SIGUSR1; both ranks stop at the same iteration
-        for iteration in range(1, 10**6):
+        for iteration in range(1, 10**6 if stalling == 1 else 1):
             if rank == 1 and iteration == 7:
                 os.kill(os.getpid(), signal.SIGUSR1)
             if stop.should_stop():
                 print(backend, seed, mine['rank'], mine['state'].tolist(), iteration, stop.exit_code, flush=True)
                 break
-    with RankWatchdog(silence_s=timeout / 2, interval_s=0.2):  # then rank 1 stalls
+    with RankWatchdog(silence_s=timeout / 2, interval_s=0.2):  # then rank `stalling` stops
         for iteration in range(10**6):
             dist.all_reduce(torch.ones(1))
-            if rank == 1 and iteration == 20:
+            if rank == stalling and iteration == 20:
                 print('stopping', flush=True)
                 os.kill(os.getpid(), signal.SIGSTOP)
             time.sleep(0.01)
@@ -70,7 +70,7 @@ def start_ranks(tmp_path, source, *args):
 
 def test_ranks_stop_together_share_a_seed_and_a_stalled_rank_ends_the_job_naming_it(tmp_path):
     timeout = 4.0
-    healthy, stalled = start_ranks(tmp_path, SCRIPT, str(timeout))
+    healthy, stalled = start_ranks(tmp_path, SCRIPT, str(timeout), '1')
     try:
         for rank, process in enumerate((healthy, stalled)):
             assert process.stdout.readline() == f'gloo 100 {rank} [{rank}, {rank}] 7 143\n'
@@ -87,6 +87,27 @@ def test_ranks_stop_together_share_a_seed_and_a_stalled_rank_ends_the_job_naming
     assert stderr.startswith('error: rank 1 showed no sign of life for 2 s (the process is stopped, frozen or '
                              'dead); rank 0 ends the job so that the launcher stops the other ranks.')
     assert 'raise dist_params.timeout' in stderr and 'Traceback' not in stderr
+
+
+def test_a_stalled_rank_0_hosting_the_store_ends_the_job_naming_the_store(tmp_path):
+    """Under --launcher slurm rank 0 hosts the rendezvous store: the other ranks' store calls hang."""
+    timeout = 4.0
+    stalled, healthy = start_ranks(tmp_path, SCRIPT, str(timeout), '0')
+    try:
+        assert stalled.stdout.readline() == 'stopping\n'
+        stopped_at = time.monotonic()
+        _, stderr = healthy.communicate(timeout=30)
+        ended_after = time.monotonic() - stopped_at
+    finally:
+        for process in (healthy, stalled):
+            process.kill()
+            process.communicate()
+    assert healthy.returncode == 2, stderr
+    assert ended_after < timeout + 2
+    assert stderr.startswith('error: the rendezvous store at 127.0.0.1:')
+    assert ('(hosted by rank 0, or by the launcher under torchrun) did not answer within 2 s; rank 1 ends the job'
+            in stderr)
+    assert 'Traceback' not in stderr
 
 
 def test_watchdog_in_a_single_process_does_nothing():

@@ -252,7 +252,7 @@ class RankWatchdog:
         """Stop watching (call before leaving the process group, so ranks that finish first are not reported)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout=2 * self.interval_s)  # it may be waiting on a frozen store: don't wait for it
 
     def __enter__(self) -> RankWatchdog:
         return self.start()
@@ -267,14 +267,7 @@ class RankWatchdog:
         beat = 0
         while not self._stop.wait(self.interval_s if beat else 0):
             beat += 1
-            try:
-                self._store.set(str(self.rank), str(beat))
-                counters = {rank: self._store.get(str(rank)) if self._store.check([str(rank)]) else None
-                            for rank in others}
-            except RuntimeError as error:  # the store's host (rank 0 or the launcher) is gone or frozen
-                self._end(f'the rendezvous store at {os.environ.get("MASTER_ADDR")}:'
-                          f'{os.environ.get("MASTER_PORT")} (hosted by rank 0 or the launcher) did not answer '
-                          f'within {self.silence_s:.0f} s ({error})')
+            counters = self._exchange(beat, others)
             now = time.monotonic()
             seen = {rank: (counters[rank], now if counters[rank] != seen[rank][0] else seen[rank][1])
                     for rank in others}
@@ -283,6 +276,33 @@ class RankWatchdog:
                 names = ', '.join(map(str, silent))
                 self._end(f'rank {names} showed no sign of life for {self.silence_s:.0f} s (the process is stopped, '
                           'frozen or dead)')
+
+    def _exchange(self, beat: int, others: list[int]) -> dict[int, bytes | None]:
+        """Publish this rank's counter and read the others'; ends the job when the store does not answer.
+
+        The store calls run on a helper thread: a TCPStore whose host process is stopped never answers, and
+        its own timeout does not cover every call.
+        """
+        result: dict[int, bytes | None] = {}
+        errors: list[Exception] = []
+
+        def talk() -> None:
+            try:
+                self._store.set(str(self.rank), str(beat))
+                result.update({rank: self._store.get(str(rank)) if self._store.check([str(rank)]) else None
+                               for rank in others})
+            except RuntimeError as error:
+                errors.append(error)
+
+        helper = threading.Thread(target=talk, daemon=True)
+        helper.start()
+        helper.join(self.silence_s)
+        if (helper.is_alive() or errors) and not self._stop.is_set():
+            cause = f' ({errors[0]})' if errors else ''
+            self._end(f'the rendezvous store at {os.environ.get("MASTER_ADDR")}:{os.environ.get("MASTER_PORT")} '
+                      f'(hosted by rank 0, or by the launcher under torchrun) did not answer within '
+                      f'{self.silence_s:.0f} s{cause}')
+        return result if len(result) == len(others) else {rank: None for rank in others}
 
     def _end(self, cause: str) -> None:
         message = (f'{cause}; rank {self.rank} ends the job so that the launcher stops the other ranks. Look at '
