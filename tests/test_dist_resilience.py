@@ -156,7 +156,7 @@ def test_init_dist_rejects_a_timeout_that_is_not_positive():
         init_dist('pytorch', backend='gloo', timeout_s=0)
 
 
-def test_stop_signals_are_the_ones_the_loader_workers_ignore():
+def test_the_stop_signals_are_sigint_sigterm_and_sigusr1():
     from basicsr.engine.signals import EXIT_CODES
 
     assert set(EXIT_CODES) == {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
