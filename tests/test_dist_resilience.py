@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent('''
     from basicsr.engine.signals import GracefulStop
     from basicsr.utils.dist_util import RankWatchdog, broadcast_seed, gather_from_ranks, init_dist, this_rank_part
 
-    timeout, stalling = float(sys.argv[1]), int(sys.argv[2])
+    timeout, stalling, how = float(sys.argv[1]), int(sys.argv[2]), getattr(signal, sys.argv[3])
     backend = init_dist('pytorch', backend='nccl', timeout_s=timeout)  # no CUDA here: gloo
     rank = dist.get_rank()
     seed = broadcast_seed(100 + rank)
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent('''
             dist.all_reduce(torch.ones(1))
             if rank == stalling and iteration == 20:
                 print('stopping', flush=True)
-                os.kill(os.getpid(), signal.SIGSTOP)
+                os.kill(os.getpid(), how)
             time.sleep(0.01)
     ''')
 
@@ -70,7 +70,7 @@ def start_ranks(tmp_path, source, *args):
 
 def test_ranks_stop_together_share_a_seed_and_a_stalled_rank_ends_the_job_naming_it(tmp_path):
     timeout = 4.0
-    healthy, stalled = start_ranks(tmp_path, SCRIPT, str(timeout), '1')
+    healthy, stalled = start_ranks(tmp_path, SCRIPT, str(timeout), '1', 'SIGSTOP')
     try:
         for rank, process in enumerate((healthy, stalled)):
             assert process.stdout.readline() == f'gloo 100 {rank} [{rank}, {rank}] 7 143\n'
@@ -92,7 +92,7 @@ def test_ranks_stop_together_share_a_seed_and_a_stalled_rank_ends_the_job_naming
 def test_a_stalled_rank_0_hosting_the_store_ends_the_job_naming_the_store(tmp_path):
     """Under --launcher slurm rank 0 hosts the rendezvous store: the other ranks' store calls hang."""
     timeout = 4.0
-    stalled, healthy = start_ranks(tmp_path, SCRIPT, str(timeout), '0')
+    stalled, healthy = start_ranks(tmp_path, SCRIPT, str(timeout), '0', 'SIGSTOP')
     try:
         assert stalled.stdout.readline() == 'stopping\n'
         stopped_at = time.monotonic()
@@ -108,6 +108,22 @@ def test_a_stalled_rank_0_hosting_the_store_ends_the_job_naming_the_store(tmp_pa
     assert ('(hosted by rank 0, or by the launcher under torchrun) did not answer within 2 s; rank 1 ends the job'
             in stderr)
     assert 'Traceback' not in stderr
+
+
+def test_a_dead_rank_is_named_instead_of_the_collective_traceback(tmp_path):
+    """gloo fails the healthy rank's all-reduce at once (connection reset); the watchdog names the silent rank."""
+    timeout = 20.0  # the silence limit is not reached: the collective's error comes first
+    healthy, dead = start_ranks(tmp_path, SCRIPT, str(timeout), '1', 'SIGKILL')
+    try:
+        _, stderr = healthy.communicate(timeout=30)
+    finally:
+        for process in (healthy, dead):
+            process.kill()
+            process.communicate()
+    assert healthy.returncode == 2, stderr
+    assert stderr.startswith('error: rank 1 stopped answering (it died, or is stopped or frozen) and a collective '
+                             'failed: RuntimeError: ')
+    assert 'rank 0 ends the job' in stderr and 'Traceback' not in stderr
 
 
 def test_watchdog_in_a_single_process_does_nothing():

@@ -234,6 +234,7 @@ class RankWatchdog:
         self.silence_s, self.interval_s = silence_s, interval_s
         self._store = store
         self._stop = threading.Event()
+        self._seen: dict[int, tuple[bytes | None, float]] = {}
         self._thread = threading.Thread(target=self._watch, name='basicsr-rank-watchdog', daemon=True)
 
     def _connect(self) -> torch_dist.Store:
@@ -257,21 +258,38 @@ class RankWatchdog:
     def __enter__(self) -> RankWatchdog:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type | None, error: BaseException | None, traceback: object) -> None:
+        """On a RuntimeError (how gloo and NCCL report a failed collective, e.g. a peer that died), first look
+        whether a rank went silent: if so the job ends with a message naming it instead of the traceback."""
+        if isinstance(error, RuntimeError) and self._thread.is_alive():
+            time.sleep(self._survey_s)  # the counters of live ranks move on meanwhile
+            silent = self._silent_ranks(self._survey_s - self.interval_s)
+            if silent:
+                first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ''
+                self._end(f'rank {", ".join(map(str, silent))} stopped answering (it died, or is stopped or frozen) '
+                          f'and a collective failed: {type(error).__name__}: {first_line}')
         self.stop()
+
+    @property
+    def _survey_s(self) -> float:
+        return min(5 * self.interval_s, self.silence_s)
+
+    def _silent_ranks(self, longer_than_s: float) -> list[int]:
+        now = time.monotonic()
+        return [rank for rank, (_, changed) in self._seen.items() if now - changed > longer_than_s]
 
     def _watch(self) -> None:
         others = [rank for rank in range(self.world_size) if rank != self.rank]
         now = time.monotonic()
-        seen = {rank: (None, now) for rank in others}  # rank -> (last counter read, when it last changed)
+        self._seen = {rank: (None, now) for rank in others}  # rank -> (last counter read, when it last changed)
         beat = 0
         while not self._stop.wait(self.interval_s if beat else 0):
             beat += 1
             counters = self._exchange(beat, others)
             now = time.monotonic()
-            seen = {rank: (counters[rank], now if counters[rank] != seen[rank][0] else seen[rank][1])
-                    for rank in others}
-            silent = [rank for rank in others if now - seen[rank][1] > self.silence_s]
+            self._seen = {rank: (counters[rank], now if counters[rank] != self._seen[rank][0] else self._seen[rank][1])
+                          for rank in others}
+            silent = self._silent_ranks(self.silence_s)
             if silent and not self._stop.is_set():
                 names = ', '.join(map(str, silent))
                 self._end(f'rank {names} showed no sign of life for {self.silence_s:.0f} s (the process is stopped, '
