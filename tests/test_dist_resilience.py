@@ -122,8 +122,10 @@ def test_a_dead_rank_is_named_instead_of_the_collective_traceback(tmp_path):
             process.communicate()
     assert healthy.returncode == 2, stderr
     assert stderr.startswith('error: rank 1 stopped answering (it died, or is stopped or frozen) and a collective '
-                             'failed: RuntimeError: ')
-    assert 'rank 0 ends the job' in stderr and 'Traceback' not in stderr
+                             'failed (RuntimeError: ')
+    assert stderr.endswith('); rank 0 ends the job so that the launcher stops the other ranks. Look at the log and '
+                           'the node of that rank.\n')
+    assert 'Traceback' not in stderr
 
 
 def test_watchdog_in_a_single_process_does_nothing():

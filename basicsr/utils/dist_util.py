@@ -267,7 +267,8 @@ class RankWatchdog:
             if silent:
                 first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ''
                 self._end(f'rank {", ".join(map(str, silent))} stopped answering (it died, or is stopped or frozen) '
-                          f'and a collective failed: {type(error).__name__}: {first_line}')
+                          f'and a collective failed ({type(error).__name__}: {first_line})',
+                          pause_may_be_legitimate=False)
         self.stop()
 
     @property
@@ -322,13 +323,16 @@ class RankWatchdog:
                       f'{self.silence_s:.0f} s{cause}')
         return result if len(result) == len(others) else {rank: None for rank in others}
 
-    def _end(self, cause: str) -> None:
+    def _end(self, cause: str, pause_may_be_legitimate: bool = True) -> None:
+        """Log ``cause`` and what to do, and exit this process with status 2 (the launcher ends the others)."""
         message = (f'{cause}; rank {self.rank} ends the job so that the launcher stops the other ranks. Look at '
-                   'the log and the node of that rank; if ranks legitimately pause this long, raise '
-                   'dist_params.timeout (twice this silence) in the option file.')
+                   'the log and the node of that rank')
+        if pause_may_be_legitimate:
+            message += ('; if ranks legitimately pause this long, raise dist_params.timeout (twice this silence) in '
+                        'the option file')
         logger = logging.getLogger(__name__)
         if logger.hasHandlers():  # the run's log (console and file)
-            logger.error(message)
+            logger.error('%s.', message)
         else:
-            print(f'error: {message}', file=sys.stderr, flush=True)
+            print(f'error: {message}.', file=sys.stderr, flush=True)
         os._exit(2)
