@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
+import os
 import random
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
-    """Seed Python's random, NumPy and torch of a loader worker with ``seed + worker_id + num_workers * rank``.
+    """Seed Python's random, NumPy and torch of a loader worker with ``seed + worker_id + num_workers * rank``,
+    and shield it from the stop signals meant for the training loop.
 
     Every worker of every process gets its own seed (with ``seed = manual_seed + rank`` as BasicSR does).
     """
@@ -45,6 +50,28 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
     random.seed(worker_seed)
     np.random.seed(worker_seed % 2**32)
     torch.manual_seed(worker_seed)
+    _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    """Keep a worker alive through Ctrl-C, SIGUSR1 and a SIGTERM sent to the whole job.
+
+    A terminal sends Ctrl-C, and SLURM its SIGUSR1/SIGTERM, to every process of the job; a worker that died of
+    them would make the main process fail while it finishes its iteration and saves (graceful stop). A SIGTERM
+    from the worker's parent (the DataLoader ending a stuck worker) still ends it, as torch's own handler does.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+    parent = multiprocessing.parent_process()  # the loader's process, also under spawn/forkserver (not getppid)
+    creator = parent.pid if parent is not None else os.getppid()
+    threading.Thread(target=_exit_on_sigterm_from, args=(creator,), daemon=True).start()
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def _phase_group(phase: str) -> str:
@@ -59,8 +86,9 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
     """A DataLoader for ``dataset`` following the loader keys of ``dataset_opt``.
 
     * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process,
-      ``drop_last``; shuffled unless ``sampler`` is given
-      (and ``use_shuffle`` is true); workers seeded by :func:`worker_init_fn` when ``seed`` is given.
+      ``drop_last``; shuffled unless ``sampler`` is given (and ``use_shuffle`` is true); workers seeded by
+      :func:`worker_init_fn` when ``seed`` is given, and the loader's own generator seeded too, so iterating it
+      leaves the global generators alone.
     * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
       torch.distributed), loaded in the main process.
     * ``prefetch_mode: cpu``: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead.
@@ -85,12 +113,17 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
             sampler=sampler,
             drop_last=True,
         )
+        if seed is not None:
+            # the loader draws its workers' base seed from this generator, not from the main process's global one,
+            # so starting a pass never shifts the random draws of training (exact resume)
+            kwargs['generator'] = torch.Generator().manual_seed(seed + rank)
         if seed is not None and num_workers > 0:
             kwargs['worker_init_fn'] = functools.partial(worker_init_fn, num_workers=num_workers, rank=rank,
                                                          seed=seed)
     else:
         num_workers = 0
-        kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler)
+        # an own generator (unused otherwise): starting a pass would draw from the global one (exact resume)
+        kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler, generator=torch.Generator())
     kwargs['pin_memory'] = dataset_opt.get('pin_memory', False)
     kwargs['persistent_workers'] = dataset_opt.get('persistent_workers', False) and num_workers > 0
     if dataset_opt.get('prefetch_mode') == 'cpu':

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from basicsr.data.data_sampler import SeededIndex
 from basicsr.utils.errors import InvalidInputError, MissingInputError
 from basicsr.utils.option_schema import Key
 
@@ -164,6 +165,7 @@ class Augmentation:
         top, left, size: crop window (size None: full frame).
         flip180: flip rows and columns (the reference's RandomFlip).
         hflip, vflip, rot90: the extra augmentations (off unless enabled).
+        noise_seed: seed of the item's synthetic noise (drawn only when the options have ``add_noise: true``).
     """
 
     top: int = 0
@@ -173,6 +175,7 @@ class Augmentation:
     hflip: bool = False
     vflip: bool = False
     rot90: bool = False
+    noise_seed: int = 0
 
     @property
     def window(self) -> tuple[slice, slice] | None:
@@ -199,8 +202,8 @@ class Augmentation:
         return np.ascontiguousarray(array)
 
 
-def _coin() -> bool:
-    return bool(torch.rand(()) < 0.5)
+def _coin(generator: torch.Generator | None) -> bool:
+    return bool(torch.rand((), generator=generator) < 0.5)
 
 
 class BaseEventDataset(Dataset):
@@ -257,19 +260,25 @@ class BaseEventDataset(Dataset):
         file_number = bisect.bisect_right(self._starts, index) - 1
         return file_number, index - self._starts[file_number]
 
-    def draw_augmentation(self, frame_size: tuple[int, int]) -> Augmentation:
-        """Random crop corner (uniform) and flips for one item of a (H, W) frame, from torch's generator."""
+    def draw_augmentation(self, frame_size: tuple[int, int],
+                          generator: torch.Generator | None = None) -> Augmentation:
+        """Random crop corner (uniform), flips and noise seed for one item of a (H, W) frame.
+
+        Drawn from ``generator`` (the item's own, see :class:`SeededIndex`), or torch's global generator when None;
+        nothing is drawn for what the options leave off.
+        """
         size = self.opt['crop_size']
         top = left = 0
         if size is not None:
-            top = int(torch.randint(0, frame_size[0] - size + 1, ()))
-            left = int(torch.randint(0, frame_size[1] - size + 1, ()))
+            top = int(torch.randint(0, frame_size[0] - size + 1, (), generator=generator))
+            left = int(torch.randint(0, frame_size[1] - size + 1, (), generator=generator))
         return Augmentation(
             top, left, size,
-            flip180=self.opt['use_flip'] and _coin(),
-            hflip=self.opt['use_hflip'] and _coin(),
-            vflip=self.opt['use_vflip'] and _coin(),
-            rot90=self.opt['use_rot90'] and _coin(),
+            flip180=self.opt['use_flip'] and _coin(generator),
+            hflip=self.opt['use_hflip'] and _coin(generator),
+            vflip=self.opt['use_vflip'] and _coin(generator),
+            rot90=self.opt['use_rot90'] and _coin(generator),
+            noise_seed=int(torch.randint(0, 2**62, (), generator=generator)) if self.opt.get('add_noise') else 0,
         )
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
@@ -290,9 +299,13 @@ class BaseEventDataset(Dataset):
             values /= self._std
         return torch.from_numpy(values)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | SeededIndex) -> dict[str, Any]:
+        """The item at ``index``; a :class:`SeededIndex` (from the training sampler) seeds its random draws."""
+        generator = None
+        if isinstance(index, SeededIndex):
+            index, generator = index.index, torch.Generator().manual_seed(index.seed)
         file_number, local_index = self.locate(index)
-        augmentation = self.draw_augmentation(self.frame_sizes[file_number])
+        augmentation = self.draw_augmentation(self.frame_sizes[file_number], generator)
         arrays = {key: augmentation.flip(value)
                   for key, value in self._read_arrays(file_number, local_index, augmentation).items()}
         seq = self.sequences[file_number]

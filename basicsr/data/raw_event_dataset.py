@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from basicsr.data.base_event_dataset import (
     SHARED_OPTION_SCHEMA,
@@ -95,10 +94,10 @@ class RawEventDataset(BaseEventDataset):
         """Close every file handle this process opened."""
         self._raw_files.close()
 
-    def _noise_rng(self) -> np.random.Generator | None:
+    def _noise_rng(self, augmentation: Augmentation) -> np.random.Generator | None:
         if not self.opt['add_noise']:
             return None
-        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return np.random.default_rng(augmentation.noise_seed)
 
     def _read_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
         try:
@@ -116,7 +115,7 @@ class RawEventDataset(BaseEventDataset):
             arrays['frame_gt'] = augmentation.crop(frame_chw(raw.read_sharp_frame(window.frame_index)))
         if self.opt['return_voxel'] or self.opt['return_mask']:
             voxel = item_voxel(raw, window, self.opt['num_bins'], self.opt['keep_middle'], self._origins[file_number],
-                               self._noise_rng())
+                               self._noise_rng(augmentation))
             if self.opt['return_mask']:
                 arrays['mask'] = augmentation.crop(item_mask(voxel))
             if self.opt['return_voxel']:
