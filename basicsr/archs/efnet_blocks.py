@@ -121,6 +121,7 @@ class UNetConvBlock(_ResidualConvBody):
             raise ValueError('this UNetConvBlock was built without use_emgc, so it cannot use an event mask')
         if enc is None or dec is None:
             raise ValueError('EMGC needs the stage-1 encoder and decoder features (enc and dec) with the mask')
+        mask = mask.to(enc.dtype)  # exact for {0, 1}; keeps bf16 features bf16 under autocast
         from_enc = self.emgc_enc(enc).add_(self.emgc_enc_mask((1 - mask) * enc))
         from_dec = self.emgc_dec(dec).add_(self.emgc_dec_mask(mask * dec))
         return y.add_(from_enc).add_(from_dec)
