@@ -38,6 +38,9 @@ class NumpyOps:
     def zeros(self, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
     def minimum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.minimum(a, b)
 
@@ -93,6 +96,9 @@ class TorchOps:
 
     def zeros(self, shape: tuple[int, ...], dtype: Any = torch.float32) -> torch.Tensor:
         return torch.zeros(shape, dtype=dtype, device=self.device)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any = torch.float32) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=self.device)
 
     def minimum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.minimum(a, b)
