@@ -90,7 +90,7 @@ def events_to_scer(
     middle = int(keep_middle)
     channel_of = list(range(half)) + [k + middle for k in range(half, num_bins)]
     scer = ops.empty((num_bins + middle, height * width))
-    running = ops.zeros((height * width,))
+    running = ops.empty((height * width,))
     for intervals, sign in ((range(half, num_bins), 1), (range(half - 1, -1, -1), -1)):
         running[:] = 0
         for j in intervals:
