@@ -163,11 +163,6 @@ def _effective(perf: Mapping[str, Any] | EffectivePerformance, device: torch.dev
     return perf if isinstance(perf, EffectivePerformance) else resolve_performance(perf, device)
 
 
-def check_performance_options(perf: Mapping[str, Any], device: torch.device) -> None:
-    """Raise InvalidInputError for settings this device cannot honour."""
-    resolve_performance(perf, device)
-
-
 def apply_backend_flags(perf: Mapping[str, Any] | EffectivePerformance, device: torch.device) -> None:
     """Global flags: TF32 and cudnn.benchmark (CUDA only; no effect on the CPU)."""
     settings = _effective(perf, device)
