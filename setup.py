@@ -28,7 +28,6 @@ setup(
         'opencv-python-headless>=4.8',
         'h5py>=3.8',
         'pyyaml>=6.0',
-        'lmdb>=1.4',
         'tensorboard>=2.14',
         'scikit-image>=0.21',
         'tqdm>=4.60',

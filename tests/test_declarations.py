@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TORCH_APIS = {
     'torch.amp.GradScaler(device, ...)': (r'torch\.amp\.GradScaler\(', (2, 3)),
     'torch.utils.flop_counter.FlopCounterMode': (r'torch\.utils\.flop_counter', (2, 1)),
-    'torch.compile': (r'torch\.compile\(', (2, 0)),
+    'nn.Module.compile()': (r'net\.compile\(\)', (2, 2)),
     'torch.optim.lr_scheduler.LRScheduler (public name)': (r'lr_scheduler import .*\bLRScheduler\b', (2, 0)),
     'torch.load(weights_only=...)': (r'weights_only=', (1, 13)),
 }

@@ -302,6 +302,35 @@ def test_eica_matches_its_formula():
         torch.testing.assert_close(block(image, event), expected, atol=1e-5, rtol=0)
 
 
+def test_eica_keeps_the_memory_format_and_gives_the_same_gradients_in_channels_last():
+    torch.manual_seed(4)
+    block = EventImageChannelAttention(8, num_heads=2)
+    image, event = torch.randn(2, 8, 5, 6), torch.randn(2, 8, 5, 6)
+    grads = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        block.zero_grad()
+        x = image.clone(memory_format=memory_format).requires_grad_()
+        y = event.clone(memory_format=memory_format).requires_grad_()
+        out = block(x, y)
+        assert out.is_contiguous(memory_format=memory_format)
+        (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
+        grads.append([x.grad, y.grad] + [p.grad.clone() for p in block.parameters()])
+    for plain, channels_last in zip(*grads, strict=True):
+        torch.testing.assert_close(channels_last, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_eica_under_bf16_autocast_stays_close_to_float32():
+    torch.manual_seed(5)
+    block = EventImageChannelAttention(16, num_heads=2)
+    image, event = torch.randn(1, 16, 8, 8), torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        expected = block(image, event)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = block(image.bfloat16(), event.bfloat16())
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
+
+
 # ----------------------------------------------------------------------------------------------
 # Argument and input checks
 # ----------------------------------------------------------------------------------------------

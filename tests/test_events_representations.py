@@ -103,6 +103,26 @@ def test_scer_matches_per_bin_reference(ts_dtype, signed, duplicated, keep_middl
         np.testing.assert_array_equal(got_torch.numpy(), expected, err_msg=f'trial {trial} (torch)')
 
 
+def test_scer_of_a_long_stream_matches_per_bin_masks_by_time():
+    # 20k events on a 40x56 sensor, with a burst (many events in one interval) and a gap (empty intervals);
+    # the reference selects each channel's events with boolean masks on the timestamps, not binary searches.
+    rng = np.random.default_rng(7)
+    ts = np.sort(np.concatenate([rng.uniform(0, 1, 15000), rng.uniform(0.61, 0.62, 5000), [0.0, 3.0]]))
+    n = ts.size
+    xs, ys, ps = rng.integers(0, 56, n), rng.integers(0, 40, n), rng.integers(0, 2, n)
+    t0, span, num_bins = ts[0], ts[-1] - ts[0], 6
+    bounds = [t0 + (span / num_bins) * k for k in range(num_bins + 1)]
+    mid = t0 + span / 2
+    expected = np.zeros((num_bins, 40, 56), dtype=np.float32)
+    polarity = np.where(ps > 0, 1.0, -1.0)
+    for k in range(num_bins):
+        lo, hi, sign = (bounds[k], mid, -1) if k < num_bins // 2 else (mid, bounds[k + 1], 1)
+        chosen = (ts >= lo) & (ts < hi)
+        np.add.at(expected[k], (ys[chosen], xs[chosen]), sign * polarity[chosen])
+    np.testing.assert_array_equal(events_to_scer(xs, ys, ts, ps, num_bins, (40, 56)), expected)
+    np.testing.assert_array_equal(events_to_scer(*as_torch(xs, ys, ts, ps), num_bins, (40, 56)).numpy(), expected)
+
+
 def test_scer_boundaries_are_computed_in_float32_for_float32_timestamps():
     # For Δ = float32(0.9) the float32 boundary t0 + Δ/6 lies below the exact one: an event sitting on the float32
     # boundary is inside [b_1, t_mid) only when the boundary is computed in float32, as the reference does.

@@ -46,6 +46,7 @@ def make_model(tmp_path: Path, data: Path, is_train: bool = True, **changes):
         },
         'network_g': {'type': 'EFNet', 'wf': 8},
         'path': {'root': str(tmp_path)},
+        'performance': {'amp': None, 'channels_last': False, 'compile': False},  # exact float32 numbers
         'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 10,
                   'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5}},
         'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}, 'pbar': False, 'rgb2bgr': False},

@@ -128,7 +128,6 @@ def test_readme_starts_with_the_two_commands():
 IMPORTED_THROUGH = {'tensorboard': 'torch.utils.tensorboard'}
 """Distributions used through another package's module rather than imported by their own name."""
 
-UNUSED_BUT_DECLARED = {'lmdb'}  # decided by the speed issue
 
 
 def imported_module_names() -> set[str]:
@@ -148,7 +147,7 @@ def test_every_runtime_requirement_is_imported():
     import_name_of = {normalise(dist): name for name, dist in DISTRIBUTION_OF.items()}
     imported = imported_module_names()
     unused = []
-    for distribution in sorted(declared_requirements() - UNUSED_BUT_DECLARED):
+    for distribution in sorted(declared_requirements()):
         module = IMPORTED_THROUGH.get(distribution, import_name_of.get(distribution, distribution))
         if not any(name == module or name.startswith(module + '.') for name in imported):
             unused.append(distribution)

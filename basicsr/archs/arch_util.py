@@ -53,6 +53,9 @@ class ChannelLayerNorm(nn.Module):
         self.body = nn.LayerNorm(dim, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.layer_norm(x.permute(0, 2, 3, 1), self.body.normalized_shape, self.body.weight, self.body.bias,
-                              self.body.eps)
-        return normed.permute(0, 3, 1, 2)
+        return self.tokens(x).permute(0, 3, 1, 2)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> the normalised pixel tokens (B, H, W, C), contiguous."""
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.body.normalized_shape, self.body.weight, self.body.bias,
+                            self.body.eps).contiguous()

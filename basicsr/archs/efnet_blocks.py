@@ -121,6 +121,7 @@ class UNetConvBlock(_ResidualConvBody):
             raise ValueError('this UNetConvBlock was built without use_emgc, so it cannot use an event mask')
         if enc is None or dec is None:
             raise ValueError('EMGC needs the stage-1 encoder and decoder features (enc and dec) with the mask')
+        mask = mask.to(enc.dtype)  # exact for {0, 1}; keeps bf16 features bf16 under autocast
         from_enc = self.emgc_enc(enc).add_(self.emgc_enc_mask((1 - mask) * enc))
         from_dec = self.emgc_dec(dec).add_(self.emgc_dec_mask(mask * dec))
         return y.add_(from_enc).add_(from_dec)
@@ -217,31 +218,36 @@ class MutualAttention(nn.Module):
 
     def forward(self, image: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
         batch, chn, height, width = image.shape
-        pixels = height * width
-        image, event = image.reshape(batch, chn, pixels), event.reshape(batch, chn, pixels)
+        image_tokens = image.permute(0, 2, 3, 1).reshape(batch, height * width, chn)
+        event_tokens = event.permute(0, 2, 3, 1).reshape(batch, height * width, chn)
+        return self.attend(image_tokens, event_tokens).view(batch, height, width, chn).permute(0, 3, 1, 2)
+
+    def attend(self, image_tokens: torch.Tensor, event_tokens: torch.Tensor) -> torch.Tensor:
+        """The attention on pixel tokens: (B, N, C) image and event tokens -> (B, N, C) contiguous.
+
+        The heads' value maps, their attention and the output projection are linear in the event
+        token, so they are folded into one (C, C) matrix per sample, Wp blockdiag(A) Wv, applied
+        to the tokens in a single product: V and the attended values are never materialised.
+        """
+        batch, _, chn = image_tokens.shape
         heads, head_dim = self.num_heads, chn // self.num_heads
-        query = _pointwise(self.q, image).view(batch * heads, head_dim, pixels)
-        key = _pointwise(self.k, event).view(batch * heads, head_dim, pixels)
-        value = _pointwise(self.v, event).view(batch * heads, head_dim, pixels)
-        # normalize(Q) normalize(K)^T computed as (Q K^T) / (|Q| |K|^T): the same cosine
-        # similarities without two full-size divisions.
-        query_norm = torch.linalg.vector_norm(query, dim=2).clamp_min(1e-12)
-        key_norm = torch.linalg.vector_norm(key, dim=2).clamp_min(1e-12)
-        scores = torch.bmm(query, key.transpose(1, 2)) / (query_norm[:, :, None] * key_norm[:, None, :])
-        scores = scores.view(batch, heads, head_dim, head_dim) * self.temperature
-        attended = torch.bmm(scores.softmax(dim=-1).view(batch * heads, head_dim, head_dim), value)
-        return _pointwise(self.project_out, attended.view(batch, chn, pixels)).view(batch, chn, height, width)
+        query = F.linear(image_tokens, _matrix(self.q))
+        key = F.linear(event_tokens, _matrix(self.k))
+        # normalize(Q) normalize(K)^T computed as (Q K^T) / (|Q| |K|^T), for all channel pairs at
+        # once (the off-diagonal head blocks are dropped: C x C is small next to the N pixels).
+        query_norm = torch.linalg.vector_norm(query, dim=1).clamp_min(1e-12)
+        key_norm = torch.linalg.vector_norm(key, dim=1).clamp_min(1e-12)
+        scores = torch.bmm(query.transpose(1, 2), key) / (query_norm[:, :, None] * key_norm[:, None, :])
+        scores = scores.view(batch, heads, head_dim, heads, head_dim).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+        attention = (scores * self.temperature).softmax(dim=-1)  # (B, heads, head_dim, head_dim)
+        attended_value = torch.matmul(attention, _matrix(self.v).view(heads, head_dim, chn)).view(batch, chn, chn)
+        combined = torch.matmul(_matrix(self.project_out), attended_value)  # (B, C, C)
+        return torch.bmm(event_tokens, combined.transpose(1, 2))
 
 
-def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A bias-free 1x1 convolution applied to (B, C_in, N) pixels as a matrix product -> (B, C_out, N).
-
-    Works on any strides of ``x`` (e.g. a channels-last buffer) without copying it; a batched
-    product with the weight expanded (not torch.matmul, which folds a batch of one into a single
-    matrix product whose result it then copies).
-    """
-    weight = conv.weight.view(conv.out_channels, conv.in_channels)
-    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+def _matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """The (C_out, C_in) weight of a bias-free 1x1 convolution."""
+    return conv.weight.view(conv.out_channels, conv.in_channels)
 
 
 class FeedForward(nn.Module):
@@ -268,7 +274,8 @@ class EventImageChannelAttention(nn.Module):
     (:class:`MutualAttention`), ``norm2`` (nn.LayerNorm over channels, eps 1e-5), ``ffn``
     (:class:`FeedForward`, hidden = ffn_expansion_factor * dim).
 
-    forward(image, event): both (B, dim, H, W), equal shapes -> (B, dim, H, W) contiguous:
+    forward(image, event): both (B, dim, H, W), equal shapes -> (B, dim, H, W), channels_last when
+    ``image`` is, else contiguous:
         fused = image + attn(norm1_image(image), norm1_event(event))   (un-normalised residual)
         out = fused + ffn(norm2(fused)), per pixel over channels.
     """
@@ -286,20 +293,22 @@ class EventImageChannelAttention(nn.Module):
             raise ValueError(f'EICA needs image and event features of equal shape, got {tuple(image.shape)} and '
                              f'{tuple(event.shape)}')
         batch, chn, height, width = image.shape
-        fused = self.attn(self.norm1_image(image), self.norm1_event(event)).add_(image)
-        return self.add_feed_forward(fused.view(batch, chn, height * width)).view(batch, chn, height, width)
+        image_tokens = image.permute(0, 2, 3, 1)  # free for channels_last inputs
+        attended = self.attn.attend(self.norm1_image.tokens(image).view(batch, height * width, chn),
+                                    self.norm1_event.tokens(event).view(batch, height * width, chn))
+        fused = attended.view(batch, height, width, chn).add_(image_tokens)
+        out = self.add_feed_forward(fused.view(batch * height * width, chn))
+        out = out.view(batch, height, width, chn).permute(0, 3, 1, 2)
+        return out if image.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
     def add_feed_forward(self, fused: torch.Tensor) -> torch.Tensor:
-        """(B, C, N) contiguous -> (B, C, N): fused + ffn(norm2(fused)) for every pixel.
+        """(P, C) pixel tokens -> (P, C) contiguous: fused + ffn(norm2(fused)) for every pixel.
 
         On CPU the pixels are processed in cache-sized chunks (see ``_CPU_FFN_CHUNK_ELEMENTS``).
         """
-        pixels = fused.shape[2]
+        pixels = fused.shape[0]
         step = pixels
         if fused.device.type == 'cpu':
             step = max(1, _CPU_FFN_CHUNK_ELEMENTS // self.ffn.fc1.out_features)
-        parts = []
-        for start in range(0, pixels, step):
-            part = fused[:, :, start:start + step]
-            parts.append(part + self.ffn(self.norm2(part.transpose(1, 2))).transpose(1, 2))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        parts = [part + self.ffn(self.norm2(part)) for part in fused.split(step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

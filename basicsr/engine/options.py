@@ -30,7 +30,7 @@ from basicsr.utils.option_schema import (
     thaw,
     validate,
 )
-from basicsr.utils.performance import OPTION_SCHEMA as PERFORMANCE_SCHEMA
+from basicsr.utils.performance import PERFORMANCE_SCHEMA
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY, RegistryError, closest_match
 
 

@@ -38,6 +38,9 @@ class NumpyOps:
     def zeros(self, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
 
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)
+
     def minimum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.minimum(a, b)
 
@@ -58,8 +61,13 @@ class NumpyOps:
         return np.searchsorted(sorted_values, queries, side='left')
 
     def accumulate_into(self, out: np.ndarray, index: np.ndarray, weights: np.ndarray) -> None:
-        """``out[index] += weights`` with repeated indices summed, for a 1-D ``out`` (one bincount pass)."""
-        out += np.bincount(index, weights=weights, minlength=out.size)
+        """``out[index] += weights`` with repeated indices summed, for a 1-D contiguous ``out``.
+
+        Runs torch's scatter_add_ on views of the same memory: one pass without temporaries, several times
+        faster than np.add.at and twice as fast as a bincount into a fresh array and an add.
+        """
+        TorchOps.scatter_add(torch.from_numpy(out), torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)),
+                             torch.from_numpy(np.ascontiguousarray(weights)))
 
 
 class TorchOps:
@@ -89,6 +97,9 @@ class TorchOps:
     def zeros(self, shape: tuple[int, ...], dtype: Any = torch.float32) -> torch.Tensor:
         return torch.zeros(shape, dtype=dtype, device=self.device)
 
+    def empty(self, shape: tuple[int, ...], dtype: Any = torch.float32) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=self.device)
+
     def minimum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.minimum(a, b)
 
@@ -109,8 +120,13 @@ class TorchOps:
         return torch.searchsorted(sorted_values, queries, side='left')
 
     def accumulate_into(self, out: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> None:
-        """``out[index] += weights`` with repeated indices summed, for a 1-D ``out`` (one index_add pass)."""
-        out.index_add_(0, index, weights.to(out.dtype))
+        """``out[index] += weights`` with repeated indices summed, for a 1-D ``out`` (one pass)."""
+        self.scatter_add(out, index, weights)
+
+    @staticmethod
+    def scatter_add(out: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> None:
+        """``out[index] += weights`` for 1-D tensors; scatter_add_ (on the CPU about twice as fast as index_add_)."""
+        out.scatter_add_(0, index, weights.to(out.dtype))
 
 
 ArrayOps = NumpyOps | TorchOps

@@ -96,11 +96,11 @@ def check_polarity(ops: ArrayOps, where: str, ps: Array) -> None:
                                 'occur); use one of them')
 
 
-def polarity_weights(ops: ArrayOps, ps: Array, dtype: Any) -> Array:
-    """(N,) ``dtype`` polarity in {-1, +1} of checked polarities (0 and False mean OFF)."""
+def polarity_weights(ops: ArrayOps, ps: Array, dtype: Any, sign: int = 1) -> Array:
+    """(N,) ``dtype`` polarity in {-1, +1} of checked polarities (0 and False mean OFF), times ``sign`` (+1 or -1)."""
     weights = ops.cast(ps > 0, dtype)
-    weights *= 2
-    weights -= 1
+    weights *= 2 * sign
+    weights -= sign
     return weights
 
 

@@ -53,8 +53,8 @@ def events_to_scer(
     meets first and may split such a group; both agree whenever no event timestamp equals a boundary exactly.
 
     Cost: O(N + B·H·W) time: B + 1 binary searches split the events into B elementary intervals (contiguous runs,
-    since events are sorted), each run is accumulated once into its own event image (bincount/index_add), and the
-    channels are running sums of those images outward from t_mid.
+    since events are sorted), and each run is accumulated once (scatter-add) into a running image that walks outward
+    from t_mid, so that it holds each channel in turn (a cumulative sum over the bins).
 
     Args:
         xs, ys, ts, ps: (N,) event arrays, numpy or torch (see the module docstring); ``ts`` sorted ascending.
@@ -79,29 +79,26 @@ def events_to_scer(
     if ts is None:
         return ops.zeros((num_bins + 1 if keep_middle else num_bins, height, width))
 
-    # Events are sorted, so each elementary interval is a contiguous run of events: one scatter per run into its
-    # own (H·W) image touches every event once, and per-run temporaries stay small (large fresh allocations cost
-    # page faults that dominate at millions of events).
-    cuts = _scer_cuts(ops, ts, num_bins)
-    images = ops.zeros((num_bins, height * width))
-    for j in range(num_bins):
-        run = slice(cuts[j], cuts[j + 1])
-        if run.stop > run.start:
-            ops.accumulate_into(images[j], _pixel_index(ops, xs[run], ys[run], width),
-                                polarity_weights(ops, ps[run], ops.float32))
-    images = images.reshape(num_bins, height, width)
-
-    # Running sums outward from t_mid, in place: channel k of the left half sums intervals k..B/2-1 (negated),
-    # channel k of the right half sums intervals B/2..k.
+    # Events are sorted, so each elementary interval is a contiguous run of events. Each run is accumulated once
+    # (one pass over the events) into a running image, which walks outward from t_mid: after interval j it holds
+    # channel j (a cumulative sum over the bins, with the left half's polarities negated as they are added).
     half = num_bins // 2
-    for k in range(half - 2, -1, -1):
-        images[k] += images[k + 1]
-    for k in range(half + 1, num_bins):
-        images[k] += images[k - 1]
-    images[:half] *= -1
+    cuts = _scer_cuts(ops, ts, num_bins)
+    middle = int(keep_middle)
+    channel_of = list(range(half)) + [k + middle for k in range(half, num_bins)]
+    scer = ops.empty((num_bins + middle, height * width))
+    running = ops.empty((height * width,))
+    for intervals, sign in ((range(half, num_bins), 1), (range(half - 1, -1, -1), -1)):
+        running[:] = 0
+        for j in intervals:
+            run = slice(cuts[j], cuts[j + 1])
+            if run.stop > run.start:
+                ops.accumulate_into(running, _pixel_index(ops, xs[run], ys[run], width),
+                                    polarity_weights(ops, ps[run], ops.float32, sign))
+            scer[channel_of[j]] = running
     if keep_middle:
-        return ops.concatenate([images[:half], ops.zeros((1, height, width)), images[half:]])
-    return images
+        scer[half] = 0
+    return scer.reshape(num_bins + middle, height, width)
 
 
 def _scer_cuts(ops: ArrayOps, ts: Array, num_bins: int) -> list[int]:

@@ -36,9 +36,16 @@ from basicsr.data.h5_layout import (
     TrainingH5Writer,
     item_key,
 )
+from basicsr.utils.option_schema import check_component
+from basicsr.utils.registry import DATASET_REGISTRY
 
 HEIGHT, WIDTH, CHANNELS = 720, 1280, 6
 
+
+
+def h5_dataset(options: dict) -> H5ImageDataset:
+    """An H5ImageDataset from hand-written options, validated like an option file."""
+    return H5ImageDataset(check_component(DATASET_REGISTRY, {'type': 'H5ImageDataset', **options}))
 
 def write_file(path: Path, items: int, with_max_abs: bool, seed: int = 0) -> None:
     """A training file of ``items`` GoPro-sized items with sparse integer voxels (about 25 % non-zero)."""
@@ -96,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             write_file(root / name / 'seq.h5', args.items, with_max_abs)
         common = {'return_mask': True, 'use_mask': True}
         cases = {
-            'crop256': H5ImageDataset({'dataroot': str(root / 'ours'), 'crop_size': 256, 'use_flip': True, **common}),
-            'crop256_official': H5ImageDataset({'dataroot': str(root / 'official'), 'crop_size': 256,
+            'crop256': h5_dataset({'dataroot': str(root / 'ours'), 'crop_size': 256, 'use_flip': True, **common}),
+            'crop256_official': h5_dataset({'dataroot': str(root / 'official'), 'crop_size': 256,
                                                 'use_flip': True, **common}),
-            'full': H5ImageDataset({'dataroot': str(root / 'ours'), **common}),
+            'full': h5_dataset({'dataroot': str(root / 'ours'), **common}),
         }
         print(f'{args.items} items of 3x{HEIGHT}x{WIDTH} frames, {CHANNELS}-channel voxels; {args.runs} passes')
         print(f'{"case":<18} {"first pass":>12} {"median":>12}  (samples/s)')

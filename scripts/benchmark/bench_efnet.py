@@ -1,14 +1,20 @@
-"""Time EFNet's forward pass (eval mode, no_grad, float32) on the CPU or a GPU.
+"""Time EFNet's inference forward (eval mode, no_grad) per ``performance`` setting, on the CPU or a GPU.
 
-Reports the median of ``--runs`` timed forwards after ``--warmup`` untimed ones. With
-``--baseline`` it also times a straightforward per-spec version of the same network (same
-weights; see BASELINE below), taking turns with ours run by run, and prints how far its outputs
-are from ours. The load average is printed before and after: on a shared machine, timings taken
-under load are not comparable.
+Settings: fp32 (``amp: ~, channels_last: false, compile: false``, the plain path, always timed: the
+ratios are against it), bf16, bf16 + channels_last, bf16 + channels_last + compile, and auto (the
+defaults, as resolved on this machine). Each is applied with the functions the models use
+(``basicsr.utils.performance``). With ``--baseline`` the original network is timed too: the blocks
+written the straightforward way the reference code and the spec describe them (same weights; see
+BASELINE below), in float32. The settings take turns run by run; the table gives medians, ratios,
+the largest difference of each setting's final output from fp32's, and the warm-up time (compile
+happens there). The load average is printed before and after: on a shared machine, timings taken
+under load are not comparable (``--threads 1 --clock cpu`` is steadier there).
 
-Example::
+Examples::
 
     python scripts/benchmark/bench_efnet.py --size 256 256 --threads 2 --runs 5 --baseline
+    python scripts/benchmark/bench_efnet.py --size 720 1280 --threads 2 --runs 2 --baseline
+    python scripts/benchmark/bench_efnet.py --settings auto bf16+cl+compile --runs 5  # compile: minutes on a CPU
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import copy
 import os
 import statistics
 import time
+from collections.abc import Callable
 from types import MethodType
 
 import torch
@@ -26,6 +33,13 @@ import torch.nn.functional as F
 from basicsr.archs.arch_util import count_parameters
 from basicsr.archs.efnet_arch import EFNet
 from basicsr.archs.efnet_blocks import EventImageChannelAttention, UNetConvBlock, _ResidualConvBody
+from basicsr.utils.performance import (
+    EffectivePerformance,
+    autocast,
+    prepare_network,
+    resolve_performance,
+    to_memory_format,
+)
 
 # ----------------------------------------------------------------------------------------------
 # BASELINE: the blocks written the straightforward way the spec describes them (out-of-place
@@ -93,29 +107,54 @@ def make_baseline(net: EFNet) -> EFNet:
 # ----------------------------------------------------------------------------------------------
 
 
-def time_forwards(nets: dict[str, EFNet], inputs: dict, runs: int, warmup: int,
-                  device: torch.device) -> dict[str, list[float]]:
-    """Seconds per ``net(**inputs)`` for each net, after ``warmup`` untimed calls each.
+SETTINGS = {
+    'fp32': {'amp': None, 'channels_last': False, 'compile': False},
+    'bf16': {'amp': 'bf16', 'channels_last': False, 'compile': False},
+    'bf16+cl': {'amp': 'bf16', 'channels_last': True, 'compile': False},
+    'bf16+cl+compile': {'amp': 'bf16', 'channels_last': True, 'compile': True},
+    'auto': {'amp': 'auto', 'channels_last': 'auto', 'compile': 'auto'},
+}
 
-    The nets take turns run by run, so a change in machine load affects all of them alike.
+
+def make_forward(net: EFNet, inputs: dict, settings: EffectivePerformance, device: torch.device) -> Callable:
+    """``net`` prepared as the models prepare it (a copy), called on ``inputs`` in its memory format under its
+    autocast; returns the outputs in float32."""
+    prepared = prepare_network(copy.deepcopy(net), settings, device)
+    prepared_inputs = {name: to_memory_format(t, settings) for name, t in inputs.items()}
+
+    def forward() -> list[torch.Tensor]:
+        with autocast(settings, device):
+            return [out.float() for out in prepared(**prepared_inputs)]
+
+    return forward
+
+
+def time_forwards(forwards: dict[str, Callable], runs: int, warmup: int, device: torch.device,
+                  clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Seconds per call for each forward, after ``warmup`` untimed calls each (whose total is returned second).
+
+    The forwards take turns run by run, so a change in machine load affects all of them alike.
     """
     def sync():
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
 
-    times = {name: [] for name in nets}
+    times = {name: [] for name in forwards}
+    warmup_seconds = {}
     with torch.no_grad():
-        for net in nets.values():
+        for name, forward in forwards.items():
+            start = time.perf_counter()
             for _ in range(warmup):
-                net(**inputs)
-        sync()
+                forward()
+            sync()
+            warmup_seconds[name] = time.perf_counter() - start
         for _ in range(runs):
-            for name, net in nets.items():
-                start = time.perf_counter()
-                net(**inputs)
+            for name, forward in forwards.items():
+                start = clock()
+                forward()
                 sync()
-                times[name].append(time.perf_counter() - start)
-    return times
+                times[name].append(clock() - start)
+    return times, warmup_seconds
 
 
 def make_inputs(batch: int, height: int, width: int, in_chn: int, ev_chn: int, with_mask: bool,
@@ -138,10 +177,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--wf', type=int, default=64, help='EFNet base width')
     parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (CPU)')
     parser.add_argument('--runs', type=int, default=5, help='timed runs; the median is reported')
-    parser.add_argument('--warmup', type=int, default=1, help='untimed runs first')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (compile happens here)')
     parser.add_argument('--no-mask', action='store_true', help='run without the event mask (EMGC off)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--baseline', action='store_true', help='also time the per-spec BASELINE blocks')
+    parser.add_argument('--settings', nargs='+', default=[name for name in SETTINGS if 'compile' not in name],
+                        choices=list(SETTINGS), help='performance settings to time (default: all but compile)')
+    parser.add_argument('--baseline', action='store_true', help='also time the original per-spec network (fp32)')
+    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
     return parser.parse_args(argv)
 
 
@@ -150,25 +193,35 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    net = EFNet(wf=args.wf).eval().to(device)
+    net = EFNet(wf=args.wf).eval()
     height, width = args.size
     inputs = make_inputs(args.batch, height, width, 3, 6, not args.no_mask, device)
     print(f'EFNet wf={args.wf} ({count_parameters(net):,} parameters), input {args.batch}x3x{height}x{width}, '
           f'mask={not args.no_mask}, device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}, '
-          f'load average {os.getloadavg()[0]:.2f}')
-    nets = {'ours': net}
+          f'clock {args.clock}, load average {os.getloadavg()[0]:.2f}')
+    forwards = {}
     if args.baseline:
-        nets['baseline'] = make_baseline(net)
-    times = time_forwards(nets, inputs, args.runs, args.warmup, device)
+        baseline = make_baseline(net).to(device)
+        forwards['original'] = lambda: baseline(**inputs)
+    for name in dict.fromkeys(['fp32', *args.settings]):
+        settings = resolve_performance(SETTINGS[name], device)
+        print(f'{name}: {settings.describe()}')
+        forwards[name] = make_forward(net, inputs, settings, device)
+    clock = time.perf_counter if args.clock == 'wall' else time.process_time
+    times, warmup_seconds = time_forwards(forwards, args.runs, args.warmup, device, clock)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    for name, values in times.items():
-        print(f'{name:>8}: median {medians[name] * 1e3:9.1f} ms over {args.runs} runs '
-              f"({', '.join(f'{t * 1e3:.1f}' for t in values)} ms)")
-    if args.baseline:
-        with torch.no_grad():
-            ours, base = net(**inputs), nets['baseline'](**inputs)
-        diff = max((a - b).abs().max().item() for a, b in zip(ours, base, strict=True))
-        print(f'baseline / ours: {medians["baseline"] / medians["ours"]:.2f}x; max |ours - baseline| = {diff:.2e}')
+    with torch.no_grad():
+        outputs = {name: forward()[-1] for name, forward in forwards.items()}
+    print(f'{"setting":<16} | {"median ms":>9} | {"vs fp32":>7} | {"vs original":>11} | {"max |out - fp32|":>16} | '
+          f'{"warm-up s":>9}')
+    print('-' * 84)
+    for name, median in medians.items():
+        versus_original = f'{medians["original"] / median:.2f}x' if args.baseline else ''
+        difference = (outputs[name] - outputs['fp32']).abs().max().item()
+        print(f'{name:<16} | {median * 1e3:>9.1f} | {medians["fp32"] / median:>6.2f}x | {versus_original:>11} | '
+              f'{difference:>16.2e} | {warmup_seconds[name]:>9.1f}')
+    print('runs (ms): ' + '; '.join(f"{name} {', '.join(f'{t * 1e3:.1f}' for t in values)}"
+                                     for name, values in times.items()))
     print(f'load average at the end: {os.getloadavg()[0]:.2f}')
 
 

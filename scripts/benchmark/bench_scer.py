@@ -1,12 +1,16 @@
-"""SCER throughput: ``basicsr.events.events_to_scer`` against the reference's per-bin way of computing it.
+"""SCER throughput: ``basicsr.events.events_to_scer`` against the original implementation's per-bin way of computing it.
 
-The per-bin baselines do what EFNet's reference does: for each of the B channels, two binary searches give the
+The original (EFNet's reference code), in its torch version, cuts the time-sorted events by binary search and
+accumulates each bin separately with ``index_put_``: for each of the B channels, two binary searches give the
 channel's slice of events and an event image is accumulated over that slice (B passes over overlapping slices).
-They are checked to give the same tensor as ``events_to_scer`` before anything is timed.
+``per_bin_scer_torch`` below does exactly that; ``per_bin_scer_numpy`` is the same in numpy. ``events_to_scer``
+makes one pass over the events (each elementary interval accumulated once) and a cumulative sum over the bins.
+All are checked to give the same tensor before anything is timed. The table's last column is the original (torch
+per-bin) time over the row's time, from the same run.
 
 Usage::
 
-    python scripts/benchmark/bench_scer.py [--events 1e6 5e6] [--runs 5] [--threads 1]
+    python scripts/benchmark/bench_scer.py [--events 1e6 5e6] [--runs 5] [--threads 1] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -71,26 +75,30 @@ def random_events(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
             np.sort(rng.uniform(0.0, 0.05, n)).astype(np.float32), rng.integers(0, 2, n))
 
 
-def timing_cases(arrays: tuple[np.ndarray, ...],
-                 tensors: list[torch.Tensor]) -> list[tuple[str, Callable[[], object], int | None]]:
-    """(name, function, index of the per-bin case it is compared with: the faster baseline of its library)."""
-    return [
-        ('numpy per-bin (np.add.at)', lambda: per_bin_scer_numpy(*arrays, 'add.at'), None),
-        ('numpy per-bin (bincount per slice)', lambda: per_bin_scer_numpy(*arrays, 'bincount'), None),
-        ('numpy events_to_scer', lambda: events_to_scer(*arrays, NUM_BINS, (HEIGHT, WIDTH)), 1),
-        ('torch per-bin (index_put_)', lambda: per_bin_scer_torch(*tensors), None),
-        ('torch events_to_scer', lambda: events_to_scer(*tensors, NUM_BINS, (HEIGHT, WIDTH)), 3),
-    ]
+ORIGINAL = 'torch per-bin (original, index_put_)'
 
 
-def median_seconds(function: Callable[[], object], runs: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def timing_cases(arrays: tuple[np.ndarray, ...], tensors: list[torch.Tensor]) -> dict[str, Callable[[], object]]:
+    return {
+        'numpy per-bin (np.add.at)': lambda: per_bin_scer_numpy(*arrays, 'add.at'),
+        'numpy per-bin (bincount per slice)': lambda: per_bin_scer_numpy(*arrays, 'bincount'),
+        'numpy events_to_scer': lambda: events_to_scer(*arrays, NUM_BINS, (HEIGHT, WIDTH)),
+        ORIGINAL: lambda: per_bin_scer_torch(*tensors),
+        'torch events_to_scer': lambda: events_to_scer(*tensors, NUM_BINS, (HEIGHT, WIDTH)),
+    }
+
+
+def median_seconds(cases: dict[str, Callable[[], object]], runs: int, clock: Callable[[], float]) -> dict[str, float]:
+    """Median seconds per case after one warm-up each; the cases take turns run by run."""
+    times = {name: [] for name in cases}
+    for function in cases.values():
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(runs):
+        for name, function in cases.items():
+            start = clock()
+            function()
+            times[name].append(clock() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -98,14 +106,17 @@ def main() -> None:
     parser.add_argument('--events', type=float, nargs='+', default=[1e6, 5e6], help='numbers of events')
     parser.add_argument('--runs', type=int, default=5, help='timed runs per case (after one warm-up)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == 'wall' else time.process_time
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     print(f'SCER, {NUM_BINS} bins, {HEIGHT}x{WIDTH}, float32 timestamps, median of {args.runs} runs, '
-          f'torch threads {torch.get_num_threads()}')
-    print(f'{"events":>9} | {"implementation":<34} | {"median s":>9} | {"Mevents/s":>9} | {"speed-up":>8}')
-    print('-' * 82)
+          f'torch threads {torch.get_num_threads()}, clock {args.clock}')
+    print(f'{"events":>9} | {"implementation":<36} | {"median s":>9} | {"Mevents/s":>9} | {"vs original":>11}')
+    print('-' * 87)
     for n in (int(e) for e in args.events):
         arrays = random_events(n)
         tensors = [torch.from_numpy(a) for a in arrays]
@@ -115,12 +126,10 @@ def main() -> None:
         np.testing.assert_array_equal(per_bin_scer_torch(*tensors).numpy(), fast_numpy)
         np.testing.assert_array_equal(events_to_scer(*tensors, NUM_BINS, (HEIGHT, WIDTH)).numpy(), fast_numpy)
 
-        cases = timing_cases(arrays, tensors)
-        seconds = [median_seconds(function, args.runs) for _, function, _ in cases]
-        for (name, _, baseline), elapsed in zip(cases, seconds, strict=True):
-            speed_up = '' if baseline is None else f'{seconds[baseline] / elapsed:.1f}x'
-            print(f'{n:>9,} | {name:<34} | {elapsed:>9.3f} | {n / elapsed / 1e6:>9.2f} | {speed_up:>8}')
-    print('speed-up: against the per-bin baseline of the same library (numpy: the bincount one, the faster)')
+        seconds = median_seconds(timing_cases(arrays, tensors), args.runs, clock)
+        for name, elapsed in seconds.items():
+            print(f'{n:>9,} | {name:<36} | {elapsed:>9.4f} | {n / elapsed / 1e6:>9.2f} | '
+                  f'{seconds[ORIGINAL] / elapsed:>10.2f}x')
 
 
 if __name__ == '__main__':
