@@ -88,6 +88,14 @@ def find_resume_state(opt: FrozenDict, ctx: RunContext) -> tuple[Path, dict] | N
     return None
 
 
+def _differences(name: str, before: Any, after: Any) -> list[tuple[str, Any, Any]]:
+    """(key path, before, after) of each difference; mappings are compared key by key."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [difference for key in sorted(before.keys() | after.keys(), key=str)
+                for difference in _differences(f'{name}.{key}', before.get(key), after.get(key))]
+    return [] if before == after else [(name, before, after)]
+
+
 def check_compatible(state: dict, opt: FrozenDict, world_size: int, source: os.PathLike) -> bool:
     """Compare the state's run signature with the option file.
 
@@ -108,8 +116,8 @@ def check_compatible(state: dict, opt: FrozenDict, world_size: int, source: os.P
     now = run_signature(opt, world_size)
     labels = {'network_g': 'network_g', 'optim_type': 'train.optim_g.type',
               'batch_size_per_gpu': 'datasets.train.batch_size_per_gpu', 'world_size': 'the number of processes'}
-    changed = [f'{label}: {saved[key]} in the state, {now[key]} in the option file'
-               for key, label in labels.items() if saved[key] != now[key]]
+    changed = [f'{name}: {before} in the state, {after} in the option file'
+               for key, label in labels.items() for name, before, after in _differences(label, saved[key], now[key])]
     if changed:
         raise InvalidInputError(
             f"Training state '{source}' cannot be continued with these options: {'; '.join(changed)}. Resume with "
