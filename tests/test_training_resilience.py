@@ -1,10 +1,9 @@
 """Issue 9 on the engine, with tiny CPU runs of train.py: exact resume after SIGINT / SIGKILL / SIGTERM
-(bit-identical weights), SIGUSR1 and a second Ctrl-C, the finished-run check, corrupt states, write errors, keep_checkpoints, resume
-compatibility, the NaN guard, run folders, and a stalled rank under a 2-process gloo run."""
+(bit-identical weights), SIGUSR1 and a second Ctrl-C, the finished-run check, corrupt states, write errors,
+keep_checkpoints, resume compatibility, the NaN guard, run folders, and a stalled rank under a 2-process gloo run."""
 
 from __future__ import annotations
 
-import copy
 import errno
 import logging
 import os
@@ -461,3 +460,11 @@ def test_a_stalled_rank_ends_a_two_process_training_naming_it(data, tmp_path):
     assert elapsed < 4 + 2, elapsed
     assert re.search(r'rank 1 showed no sign of life for [\d.]+ s', log), log[-3000:]
     assert 'Traceback' not in log
+
+
+@pytest.mark.parametrize(('override', 'key'), [('logger:keep_checkpoints=0', 'logger.keep_checkpoints'),
+                                               ('dist_params:timeout=0', 'dist_params.timeout'),
+                                               ('train:max_nonfinite_steps=0', 'train.max_nonfinite_steps')])
+def test_the_new_option_keys_are_checked(data, tmp_path, train, override, key):
+    code, _, err = train(write_yaml(tmp_path / 'run.yml', options(data, tmp_path)), '--force_yml', override)
+    assert code == 2 and key in err and 'must be > 0, got 0' in err
