@@ -345,7 +345,7 @@ def poison(monkeypatch, iterations: set[int] | None) -> None:
     monkeypatch.setattr(ImageEventRestorationModel, 'feed_data', feed_data)
 
 
-@pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step()`')
+@pytest.mark.filterwarnings('ignore:Detected call of .lr_scheduler.step:UserWarning')
 def test_a_non_finite_loss_skips_the_update_and_logs_the_batch(data, tmp_path, train, monkeypatch):
     opt = options(data, tmp_path, total_iter=6)
     opt['logger']['save_checkpoint_freq'] = 2
@@ -362,7 +362,7 @@ def test_a_non_finite_loss_skips_the_update_and_logs_the_batch(data, tmp_path, t
     assert not all(torch.equal(before[name], value) for name, value in weights(models / 'net_g_6.pth').items())
 
 
-@pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step()`')
+@pytest.mark.filterwarnings('ignore:Detected call of .lr_scheduler.step:UserWarning')
 def test_consecutive_non_finite_steps_stop_the_run_naming_suspects(data, tmp_path, train, monkeypatch):
     opt = options(data, tmp_path, total_iter=8, max_nonfinite_steps=3)
     poison(monkeypatch, None)
