@@ -204,7 +204,7 @@ def test_a_finished_run_is_left_alone_and_a_larger_total_iter_continues_it(data,
 
     code, log, _ = train(opt_file, '--auto_resume')
     assert code == 0
-    assert re.search(r"Training 'run' has already finished: its newest state '.*6\.state' is at iteration 6 and "
+    assert re.search(r"Training 'run' has already finished: its training state '.*6\.state' is at iteration 6 and "
                      r'train\.total_iter is 6; nothing to do \(raise train\.total_iter to continue it\)', log)
     assert (models / 'net_g_latest.pth').read_bytes() == latest
     assert (models / 'net_g_latest.pth').stat().st_mtime_ns == mtime

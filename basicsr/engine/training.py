@@ -100,11 +100,11 @@ class Trainer:
         if found is not None:
             self.resume_path, self.resume_state = found
             if self.resume_state['iter'] >= opt['train']['total_iter']:
-                self.logger.info("Training '%s' has already finished: its newest state '%s' is at iteration %d and "
+                self.logger.info("Training '%s' has already finished: its training state '%s' is at iteration %d and "
                                  'train.total_iter is %d; nothing to do (raise train.total_iter to continue it).',
                                  opt['name'], self.resume_path, self.resume_state['iter'], opt['train']['total_iter'])
                 return False
-        source = str(self.resume_path)
+        source = str(self.resume_path)  # for messages about the state resumed from
         self.seed = seed_run(opt, ctx, self.resume_state.get('seed') if found else None, source=source)
         self.build_train_loader()
         self.val_loaders = build_eval_loaders(opt, ctx, phases=('val',), seed=self.seed)
@@ -256,7 +256,7 @@ class Trainer:
         """Log a step skipped by the NaN guard; stop after ``train.max_nonfinite_steps`` in a row."""
         self.nonfinite_steps += 1
         limit = self.opt['train']['max_nonfinite_steps']
-        values = self.model.get_current_log()
+        values = {name: float(value) for name, value in self.model.log_dict.items()}  # this rank's: no collective
         self.logger.warning('Iteration %d: non-finite loss or gradient (l_pix %s, grad_norm %s); the update is '
                             'skipped (%d in a row of at most %d). Batch items (sequence/index): %s.',
                             self.current_iter, values.get('l_pix'), values.get('grad_norm'), self.nonfinite_steps,

@@ -253,15 +253,13 @@ class ImageEventRestorationModel(BaseModel):
         if len(stage_losses) > 1:
             self.log_dict.update({f'l_pix_{i + 1}': loss.detach() for i, loss in enumerate(stage_losses)})
         loss_finite, grad_finite = torch.stack((torch.isfinite(l_pix), torch.isfinite(grad_norm))).tolist()
-        if self.scaler.is_enabled() and loss_finite:
-            grad_finite = True  # an fp16 overflow: the scaler skips this step and lowers its scale itself
-        if not (loss_finite and grad_finite):
+        if not loss_finite or not (grad_finite or self.scaler.is_enabled()):
             optimizer.zero_grad(set_to_none=True)
             self.scaler.update()  # a no-op unless fp16
             return False
-        self.scaler.step(optimizer)
+        self.scaler.step(optimizer)  # fp16: after an overflow (finite loss, inf gradient) the scaler skips it itself
         self.scaler.update()
-        if self.net_g_ema is not None:
+        if self.net_g_ema is not None and grad_finite:
             self.update_ema(self.net_g)
         return True
 
