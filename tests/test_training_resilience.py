@@ -408,10 +408,14 @@ def test_a_new_run_archives_the_experiment_and_its_tensorboard_folder_and_goes_o
     opt_file = write_yaml(tmp_path / 'run.yml', opt)
     code, log, _ = train(opt_file)
     assert code == 0
+    assert 'Archived' not in log
     assert 'logger.wandb.project is set but the wandb package is not installed' in log
     assert 'going on with TensorBoard only' in log
     assert list((tmp_path / 'tb_logger/run').glob('events.out.tfevents.*'))
-    assert train(opt_file)[0] == 0
+    code, log, _ = train(opt_file)
+    assert code == 0
+    assert re.search(r"Archived the previous run's folder '.*experiments/run' as 'run_archived_\d{8}_\d{6}'\.", log)
+    assert re.search(r"Archived the previous run's folder '.*tb_logger/run' as 'run_archived_\d{8}_\d{6}'\.", log)
     experiments = [p.name for p in (tmp_path / 'experiments').glob('run_archived_*')]
     boards = [p.name for p in (tmp_path / 'tb_logger').glob('run_archived_*')]
     assert len(experiments) == 1 and experiments == boards  # the same suffix
@@ -468,3 +472,29 @@ def test_a_stalled_rank_ends_a_two_process_training_naming_it(data, tmp_path):
 def test_the_new_option_keys_are_checked(data, tmp_path, train, override, key):
     code, _, err = train(write_yaml(tmp_path / 'run.yml', options(data, tmp_path)), '--force_yml', override)
     assert code == 2 and key in err and 'must be > 0, got 0' in err
+
+
+def test_a_state_from_an_older_version_resumes_with_a_warning(data, tmp_path, train):
+    opt_file = write_yaml(tmp_path / 'run.yml', options(data, tmp_path, total_iter=4))
+    assert train(opt_file)[0] == 0
+    path = tmp_path / 'experiments/run/training_states/4.state'
+    state = torch.load(path, weights_only=True)
+    torch.save({key: state[key] for key in ('epoch', 'iter', 'optimizers', 'schedulers', 'scaler')}, path)
+    code, log, _ = train(opt_file, '--auto_resume', '--force_yml', 'train:total_iter=6')
+    assert code == 0
+    assert re.search(r"Training state '.*4\.state' was written by an older version \(no run signature, seed or "
+                     r'random-number states\): the network and optimizer are not checked and the resume is not '
+                     r'exact\.', log)
+
+
+def test_a_failed_test_start_leaves_no_results_folder(data, tmp_path, capsys):
+    from basicsr.test import main as test_main
+
+    opt = options(data, tmp_path)
+    opt['network_g']['ev_chn'] = 4
+    opt['datasets'] = {'test': opt['datasets']['val']}
+    del opt['train']
+    with pytest.raises(SystemExit) as exit_info:
+        test_main(['-opt', str(write_yaml(tmp_path / 'test.yml', opt))])
+    assert exit_info.value.code == 2 and 'network_g.ev_chn is 4' in capsys.readouterr().err
+    assert not (tmp_path / 'results').exists()
