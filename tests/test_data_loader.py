@@ -12,6 +12,7 @@ import torch
 from component_options import validated
 from torch.utils.data import DataLoader, Dataset
 
+import basicsr.data
 from basicsr.data import (
     CPUPrefetcher,
     CUDAPrefetcher,
@@ -70,7 +71,9 @@ def test_enlarged_sampler_epochs():
         EnlargedSampler(Numbers(3), 1, 0, ratio=0)
 
 
-def test_worker_init_fn_seeds_every_generator_with_its_own_seed():
+def test_worker_init_fn_seeds_every_generator_with_its_own_seed(monkeypatch):
+    # in this process, not a worker: the signal shield would outlive the test and be inherited by later subprocesses
+    monkeypatch.setattr(basicsr.data, '_ignore_stop_signals', lambda: None)
     worker_init_fn(1, num_workers=3, rank=2, seed=10)  # seed 10 + 1 + 3 * 2 = 17
     draws = (random.random(), np.random.random(), torch.rand(()).item())
     random.seed(17)

@@ -94,10 +94,10 @@ def test_a_valid_file_loads_frozen_with_defaults(write_options, dataroot):
     assert opt['datasets']['train']['num_worker_per_gpu'] == 0 and opt['datasets']['val']['batch_size_per_gpu'] == 1
     assert opt['network_g'] == {'type': 'EFNet', 'wf': 8, 'in_chn': 3, 'ev_chn': 6, 'depth': 3,
                                 'fuse_before_downsample': True, 'relu_slope': 0.2, 'num_heads': (1, 2, 4)}
-    assert opt['logger'] == {'print_freq': 100, 'save_checkpoint_freq': 5000, 'use_tb_logger': True,
-                             'wandb': {'project': None, 'resume_id': None}}
+    assert opt['logger'] == {'print_freq': 100, 'save_checkpoint_freq': 5000, 'keep_checkpoints': None,
+                             'use_tb_logger': True, 'wandb': {'project': None, 'resume_id': None}}
     assert opt['path']['root'] is None and opt['path']['param_key_g'] is None and opt['path']['param_key'] is None
-    assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500}
+    assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500, 'timeout': 600.0}
     assert opt['scale'] == 1 and opt['dataset_name'] is None
     with pytest.raises(TypeError, match='read-only'):
         opt['datasets']['train']['crop_size'] = 4
@@ -633,7 +633,7 @@ def test_official_training_files_are_accepted_with_their_meaning(relative, tmp_p
     assert logger['use_tb_logger'] is True
     assert logger['wandb'] == ({'project': 'your_project_name', 'resume_id': 'x'} if gopro
                                else {'project': None, 'resume_id': None})
-    assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500}
+    assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500, 'timeout': 600.0}
 
 
 @pytest.mark.parametrize('relative', ['test/GoPro/EFNet.yml', 'test/REBlur/Finetune_EFNet.yml'])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from basicsr.engine.context import ExperimentPaths, RunContext, resolve_device
 from basicsr.engine.options import load_options
-from basicsr.utils.dist_util import get_dist_info, init_dist
+from basicsr.utils.dist_util import check_launcher, get_dist_info, init_dist
 from basicsr.utils.option_schema import FrozenDict
 
 
@@ -32,15 +32,20 @@ def parse_options(is_train: bool, argv: list[str] | None = None) -> tuple[Frozen
     """Command line -> validated options and run context; initialises torch.distributed.
 
     Raises:
-        OptionsError, MissingInputError: the option file is invalid or missing (the entry point's
+        OptionsError, MissingInputError: the option file is invalid or missing, or ``WORLD_SIZE > 1`` without
+            ``--launcher pytorch`` (the entry point's
             :func:`~basicsr.engine.entry_point.run_main` prints the message and exits with status 2).
     """
     args = build_arg_parser(is_train).parse_args(argv)
     opt = load_options(args.opt, is_train=is_train, overrides=args.force_yml, debug=args.debug)
+    check_launcher(args.launcher, os.environ)
     dist = args.launcher != 'none'
     local_rank = int(os.environ.get('LOCAL_RANK', args.local_rank))
+    backend = None
     if dist:
-        init_dist(args.launcher, backend=opt['dist_params']['backend'], port=opt['dist_params']['port'])
+        dist_opt = opt['dist_params']
+        backend = init_dist(args.launcher, backend=dist_opt['backend'], port=dist_opt['port'],
+                            timeout_s=dist_opt['timeout'])
     rank, world_size = get_dist_info()
     ctx = RunContext(
         opt_path=Path(args.opt),
@@ -54,5 +59,6 @@ def parse_options(is_train: bool, argv: list[str] | None = None) -> tuple[Frozen
         device=resolve_device(opt, local_rank, dist),
         paths=ExperimentPaths.derive(opt, is_train),
         overrides=tuple(args.force_yml),
+        backend=backend,
     )
     return opt, ctx

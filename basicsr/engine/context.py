@@ -65,6 +65,8 @@ class RunContext:
     device: torch.device
     paths: ExperimentPaths
     overrides: tuple[str, ...] = field(default=())
+    backend: str | None = None
+    """The torch.distributed backend in use (``'nccl'`` or ``'gloo'``), None in a single process."""
 
     @property
     def dist(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from basicsr.utils.dist_util import DEFAULT_TIMEOUT_S
 from basicsr.utils.errors import InvalidInputError, MissingInputError
 from basicsr.utils.option_schema import (
     Component,
@@ -183,6 +184,9 @@ def top_level_schema(model_cls: type | None) -> Section:
                 {
                     'print_freq': Key(int, default=100, check=_positive),
                     'save_checkpoint_freq': Key(int, default=5000, check=_positive),
+                    'keep_checkpoints': Key((int, None), default=None, check=_positive,
+                                            doc='keep the newest N net_g_<iter>.pth and training states; null = '
+                                                'all (net_g_latest.pth and the state resumed from are kept)'),
                     'use_tb_logger': Key(bool, default=True),
                     'wandb': Section({'project': Key((str, None), default=None),
                                       'resume_id': Key((str, None), default=None)}),
@@ -193,6 +197,9 @@ def top_level_schema(model_cls: type | None) -> Section:
                     'backend': Key(str, default='nccl', choices=('nccl', 'gloo'),
                                    doc='used with CUDA; CPU runs use gloo'),
                     'port': Key(int, default=29500),
+                    'timeout': Key(float, default=DEFAULT_TIMEOUT_S, check=_positive,
+                                   doc='seconds a collective may wait for the other ranks; a rank silent for half '
+                                       'of it ends the job'),
                 }
             ),
             'performance': PERFORMANCE_SCHEMA,

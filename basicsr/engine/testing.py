@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from basicsr.engine.context import RunContext
 from basicsr.engine.run_setup import (
+    attach_log_file,
     build_eval_loaders,
     build_model,
     check_event_channels,
+    close_logging,
     prepare_run_folders,
-    seed_everything,
+    seed_run,
     start_logging,
 )
 from basicsr.models.evaluation import format_table
 from basicsr.utils.dist_util import destroy_dist
-from basicsr.utils.logger import close_file_handlers
+from basicsr.utils.file_io import write_json_atomic
 from basicsr.utils.option_schema import FrozenDict
 
 
@@ -33,15 +34,16 @@ def log_validation(logger: logging.Logger, dataset_name: str, current_iter: int,
 def test_pipeline(opt: FrozenDict, ctx: RunContext) -> dict:
     """Evaluate every test (and val) set; returns the metrics written to ``results/<name>/metrics.json``
     (rank 0; {} elsewhere)."""
-    prepare_run_folders(opt, ctx, resuming=False)
     logger = start_logging(opt, ctx)
     try:
-        seed_everything(opt, ctx)
+        seed = seed_run(opt, ctx)
         if opt['path']['pretrain_network_g'] is None:
             logger.warning('path.pretrain_network_g is not set: testing a randomly initialised network.')
-        loaders = build_eval_loaders(opt, ctx, phases=('test', 'val'))
+        loaders = build_eval_loaders(opt, ctx, phases=('test', 'val'), seed=seed)
         model = build_model(opt, ctx)
         check_event_channels(model, {dataset_opt['name']: loader.dataset for dataset_opt, loader in loaders})
+        prepare_run_folders(opt, ctx, resuming=False)
+        attach_log_file(opt, ctx)
         all_metrics = {}
         for dataset_opt, loader in loaders:
             save_dir = ctx.paths.visualization / dataset_opt['name'] if opt['val']['save_img'] else None
@@ -55,9 +57,9 @@ def test_pipeline(opt: FrozenDict, ctx: RunContext) -> dict:
             all_metrics[dataset_opt['name']] = result['summary']
         if ctx.is_main:
             path = ctx.paths.results_root / 'metrics.json'
-            path.write_text(json.dumps(all_metrics, indent=2) + '\n', encoding='utf-8')
+            write_json_atomic(path, all_metrics)
             logger.info('Metrics written to %s', path)
         return all_metrics
     finally:
-        close_file_handlers()
+        close_logging()
         destroy_dist()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from basicsr.models.lr_scheduler import warmup_lr
 from basicsr.utils.checkpoint import load_network, save_network, unwrap_network
+from basicsr.utils.errors import InvalidInputError, UserError
+from basicsr.utils.file_io import save_torch_atomic
 from basicsr.utils.option_schema import FrozenDict
 from basicsr.utils.performance import make_grad_scaler, prepare_network
 from basicsr.utils.registry import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, build
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from basicsr.engine.context import RunContext
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteWeightsError(UserError):
+    """The weights hold NaN or inf: they are never written to a checkpoint."""
 
 
 class BaseModel:
@@ -111,34 +116,57 @@ class BaseModel:
     def save_network(self, net: torch.nn.Module, current_iter: int | str, extra: dict | None = None) -> Path:
         """Write ``models/net_g_<iter>.pth`` (``{'params': ...}`` plus ``params_ema`` with EMA)."""
         path = self.ctx.paths.models / f'net_g_{current_iter}.pth'
+        self.check_finite_weights(current_iter)
         extra = dict(extra or {})
         if self.net_g_ema is not None:
             extra['params_ema'] = {k: v.detach().cpu() for k, v in self.net_g_ema.state_dict().items()}
         save_network(unwrap_network(net), path, param_key='params', extra=extra)
         return path
 
-    def save_training_state(self, epoch: int, current_iter: int) -> Path:
-        """Write ``training_states/<iter>.state``: optimizers, schedulers, scaler, epoch, iteration."""
+    def check_finite_weights(self, current_iter: int | str) -> None:
+        """Refuse to write a checkpoint holding NaN or inf (raises NonFiniteWeightsError naming the tensor)."""
+        nets = {'params': unwrap_network(self.net_g), 'params_ema': self.net_g_ema}
+        for key, net in nets.items():
+            if net is None:
+                continue
+            for name, tensor in net.state_dict().items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise NonFiniteWeightsError(
+                        f"Not saving net_g_{current_iter}.pth: {key} '{name}' holds NaN or inf, so training has "
+                        f'diverged; the previous checkpoints in {self.ctx.paths.models} are intact. Resume from the '
+                        'last good one with a lower learning rate (train.optim_g.lr), and check the data.')
+
+    def save_training_state(self, epoch: int, current_iter: int, extra_state: dict | None = None) -> Path:
+        """Write ``training_states/<iter>.state`` atomically: optimizers, schedulers, scaler, epoch, iteration, and
+        ``extra_state`` (the engine's part: seed, sampler position, random-number states, run signature).
+
+        Raises:
+            WriteError: the file cannot be written (names the path and the cause; a previous file is intact).
+        """
         state = {
             'epoch': epoch,
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'scaler': self.scaler.state_dict(),
+            **(extra_state or {}),
         }
-        folder = self.ctx.paths.training_states
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f'{current_iter}.state'
-        tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        path = self.ctx.paths.training_states / f'{current_iter}.state'
+        save_torch_atomic(state, path)
         return path
 
-    def resume_training(self, state: dict) -> None:
+    def resume_training(self, state: dict, scheduler_changed: bool = False) -> None:
         """Restore optimizers, schedulers and scaler from a training state dict, and the network
-        (and EMA) weights from ``models/net_g_<iter>.pth`` of the same iteration."""
+        (and EMA) weights from ``models/net_g_<iter>.pth`` of the same iteration.
+
+        Args:
+            state: the training state (the engine has checked that the network and optimizer types match).
+            scheduler_changed: ``train.scheduler`` differs from the state's: keep the new scheduler and only
+                move it to the state's step, so it continues as if it had been used from the start (every
+                scheduler here computes its rates in closed form from its step count).
+        """
         if len(state['optimizers']) != len(self.optimizers) or len(state['schedulers']) != len(self.schedulers):
-            raise ValueError(
+            raise InvalidInputError(
                 f"The training state has {len(state['optimizers'])} optimizer(s) and {len(state['schedulers'])} "
                 f'scheduler(s) but these options make {len(self.optimizers)} and {len(self.schedulers)}; '
                 'resume with the option file the state was written with.'
@@ -146,7 +174,10 @@ class BaseModel:
         for optimizer, saved in zip(self.optimizers, state['optimizers']):
             optimizer.load_state_dict(saved)
         for scheduler, saved in zip(self.schedulers, state['schedulers']):
-            scheduler.load_state_dict(saved)
+            if scheduler_changed:
+                scheduler.last_epoch, scheduler._step_count = saved['last_epoch'], saved['_step_count']
+            else:
+                scheduler.load_state_dict(saved)
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
         checkpoint = self.ctx.paths.models / f"net_g_{state['iter']}.pth"

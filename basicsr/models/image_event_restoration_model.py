@@ -64,6 +64,9 @@ TRAIN_OPTIONS = Section(
                              doc='per-output loss weights; null = equal weights (the reference)'),
         'use_grad_clip': Key(bool, default=True, doc='clip the gradient norm (the reference does)'),
         'grad_clip_norm': Key(float, default=0.01, check=_positive, doc='max gradient norm'),
+        'max_nonfinite_steps': Key(int, default=10, check=_positive,
+                                   doc='stop after this many consecutive updates skipped for a NaN/inf loss or '
+                                       'gradient'),
         'ema_decay': Key(float, default=0.0, check=lambda v: None if 0 <= v < 1 else 'must be in [0, 1)',
                          doc='EMA of the weights; 0 = off'),
     }
@@ -220,8 +223,15 @@ class ImageEventRestorationModel(BaseModel):
                 raise ValueError(f'Batch item {name} has size {tuple(tensor.shape[-2:])} but frame has {tuple(size)}.')
 
     # ------------------------------------------------------------------ training
-    def optimize_parameters(self, current_iter: int) -> None:
-        """One optimiser step on the fed batch; the loss values are kept for :meth:`get_current_log`."""
+    def optimize_parameters(self, current_iter: int) -> bool:
+        """One optimiser step on the fed batch; the loss values are kept for :meth:`get_current_log`.
+
+        The NaN guard: a non-finite loss or gradient norm skips the update (no optimiser step, no EMA update;
+        the fp16 grad scaler lowers its scale, as after an overflow). One host sync decides it.
+
+        Returns:
+            True when the weights were updated, False when the step was skipped for a non-finite value.
+        """
         train_opt = self.opt['train']
         optimizer = self.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
@@ -234,23 +244,24 @@ class ImageEventRestorationModel(BaseModel):
                              'outputs.')
         stage_losses = [w * self.cri_pix(pred.float(), self.frame_gt) for w, pred in zip(weights, preds)]
         l_pix = torch.stack(stage_losses).sum()
-        if not torch.isfinite(l_pix):
-            raise FloatingPointError(
-                f'The loss is {l_pix.item()} at iteration {current_iter}; the last checkpoint is in '
-                f'{self.ctx.paths.models}. Check the data (voxels, frames) or lower the learning rate.'
-            )
         self.scaler.scale(l_pix).backward()
         self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group['params']]
         max_norm = train_opt['grad_clip_norm'] if train_opt['use_grad_clip'] else float('inf')
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.scaler.step(optimizer)
-        self.scaler.update()
-        if self.net_g_ema is not None:
-            self.update_ema(self.net_g)
         self.log_dict = {'l_pix': l_pix.detach(), 'grad_norm': grad_norm.detach()}
         if len(stage_losses) > 1:
             self.log_dict.update({f'l_pix_{i + 1}': loss.detach() for i, loss in enumerate(stage_losses)})
+        loss_finite, grad_finite = torch.stack((torch.isfinite(l_pix), torch.isfinite(grad_norm))).tolist()
+        if not loss_finite or not (grad_finite or self.scaler.is_enabled()):
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()  # a no-op unless fp16
+            return False
+        self.scaler.step(optimizer)  # fp16: after an overflow (finite loss, inf gradient) the scaler skips it itself
+        self.scaler.update()
+        if self.net_g_ema is not None and grad_finite:
+            self.update_ema(self.net_g)
+        return True
 
     def get_current_log(self) -> dict[str, float]:
         """The last step's loss values, averaged over processes (call on every rank)."""
@@ -361,14 +372,15 @@ class ImageEventRestorationModel(BaseModel):
         return sorted((r for part in gathered for r in part), key=lambda r: r['name'])
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, epoch: int, current_iter: int | str) -> None:
-        """Write ``net_g_<iter>.pth`` and, for a numbered iteration, the training state (rank 0 only)."""
+    def save(self, epoch: int, current_iter: int | str, extra_state: dict | None = None) -> None:
+        """Write ``net_g_<iter>.pth`` and, for a numbered iteration, the training state with ``extra_state``
+        (rank 0 only; the engine gathers the per-rank parts of ``extra_state`` on every rank first)."""
         if not self.ctx.is_main:
             return
         meta = {'meta': {'network_g': self.opt['network_g'].to_dict(), 'iter': current_iter}}
         self.save_network(self.net_g, current_iter, extra=meta)
         if isinstance(current_iter, int):
-            self.save_training_state(epoch, current_iter)
+            self.save_training_state(epoch, current_iter, extra_state)
 
 
 def preview_rgb(image: torch.Tensor, data_is_rgb: bool) -> torch.Tensor:
