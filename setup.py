@@ -34,6 +34,11 @@ setup(
         'tqdm>=4.60',
         'matplotlib>=3.7',
     ],
+    entry_points={
+        'console_scripts': [
+            'basicsr-deblur=basicsr.deblur:main',
+        ],
+    },
     extras_require={
         'aedat': ['aedat>=2.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3'],

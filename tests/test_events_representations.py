@@ -1,4 +1,4 @@
-"""SCER, voxel grid and their normalisations against hand-made examples and plain per-bin references."""
+"""SCER and voxel grid against hand-made examples and plain per-bin references."""
 
 from pathlib import Path
 
@@ -9,8 +9,6 @@ import torch
 from basicsr.events import (
     events_to_scer,
     events_to_voxel_grid,
-    normalize_max_abs,
-    normalize_voxel_nonzero,
     read_events,
     signed_polarity,
 )
@@ -222,32 +220,6 @@ def test_voxel_grid_zero_span_and_empty():
     np.testing.assert_array_equal(events_to_voxel_grid(*same_time, 2, (1, 1)).ravel(), [2, 0])
     empty = [np.zeros(0) for _ in range(4)]
     np.testing.assert_array_equal(events_to_voxel_grid(*empty, 3, (1, 2)), np.zeros((3, 1, 2)))
-
-
-def test_normalize_voxel_nonzero():
-    voxel = np.array([[0.0, 1.0], [2.0, 3.0]])
-    original = voxel.copy()
-    std = np.sqrt(2 / 3)  # of the non-zero entries 1, 2, 3 (mean 2)
-    np.testing.assert_allclose(normalize_voxel_nonzero(voxel), [[0, -1 / std], [0, 1 / std]], rtol=1e-6)
-    np.testing.assert_array_equal(voxel, original)
-    np.testing.assert_allclose(normalize_voxel_nonzero(torch.tensor(voxel)).numpy(),
-                               [[0, -1 / std], [0, 1 / std]], rtol=1e-6)
-    assert normalize_voxel_nonzero(voxel).dtype == np.float32
-    np.testing.assert_array_equal(normalize_voxel_nonzero(np.zeros((2, 3))), np.zeros((2, 3)))
-    np.testing.assert_array_equal(normalize_voxel_nonzero(np.full((7, 3), 0.1)), np.zeros((7, 3)))
-    constant_with_zeros = np.array([0.0, 0.3, 0.3, 0.3, 0.0])
-    np.testing.assert_array_equal(normalize_voxel_nonzero(constant_with_zeros), np.zeros(5))
-
-
-def test_normalize_max_abs():
-    voxel = np.array([[1.0, -4.0], [0.0, 2.0]])
-    np.testing.assert_allclose(normalize_max_abs(voxel), [[0.25, -1], [0, 0.5]])
-    np.testing.assert_array_equal(voxel, [[1.0, -4.0], [0.0, 2.0]])
-    zeros = normalize_max_abs(np.zeros((2, 2)))
-    assert zeros.dtype == np.float32 and not np.isnan(zeros).any() and not zeros.any()
-    assert normalize_max_abs(torch.zeros(3)).tolist() == [0, 0, 0]
-    np.testing.assert_allclose(normalize_max_abs(torch.tensor([1.0, -4.0])).numpy(), [0.25, -1])
-    assert normalize_max_abs(np.zeros((0, 3))).shape == (0, 3)
 
 
 def test_scer_on_a_frame_centred_window_of_the_real_recording():

@@ -1,8 +1,9 @@
 """Event maths and event I/O: representations (SCER, voxel grid), the event mask, voxel noise, the ESIM simulator
 and readers/writers of event recordings. Pure numpy/torch/OpenCV/h5py; no network modules, no registries."""
 
-from basicsr.events.mask import event_mask
+from basicsr.events.mask import event_mask, nonzero_mask
 from basicsr.events.noise import add_voxel_noise
+from basicsr.events.normalization import nearest_rank_percentile, normalize_max_abs, normalize_robust
 from basicsr.events.readers import (
     SUPPORTED_EXTENSIONS,
     EventRecording,
@@ -14,8 +15,6 @@ from basicsr.events.readers import (
 from basicsr.events.representations import (
     events_to_scer,
     events_to_voxel_grid,
-    normalize_max_abs,
-    normalize_voxel_nonzero,
     signed_polarity,
 )
 from basicsr.events.simulator import EventSimulator, simulate_events
@@ -30,8 +29,10 @@ __all__ = [
     'event_mask',
     'events_to_scer',
     'events_to_voxel_grid',
+    'nearest_rank_percentile',
+    'nonzero_mask',
     'normalize_max_abs',
-    'normalize_voxel_nonzero',
+    'normalize_robust',
     'read_events',
     'signed_polarity',
     'simulate_events',
