@@ -251,6 +251,7 @@ def recording_jobs(source: EventSource) -> list[FrameJob]:
     jobs = []
     for i, (stamp, start, end) in enumerate(zip(recording.frame_timestamps, recording.exposure_start,
                                                 recording.exposure_end, strict=True)):
-        name = f'{i:06d}_{math.floor(stamp * 1e6 + 0.5)}.png'
-        jobs.append(FrameJob(i, name, f'{i} (t = {stamp:.6f} s)', (float(start), float(end)), image=frames[i]))
+        microseconds = math.floor(stamp * 1e6 + 0.5)
+        jobs.append(FrameJob(i, f'{i:06d}_{microseconds}.png', f'{i} (t = {microseconds} µs)', (float(start), float(end)),
+                             image=frames[i]))
     return jobs

@@ -44,6 +44,8 @@ AMP_MODES = ('none', 'bf16', 'fp16')
 DEVICES = ('auto', 'cpu', 'cuda')
 SPARSE_FRACTION = 1e-3
 """A window whose events touch fewer than this fraction of the pixels gets a warning."""
+LISTED_WARNINGS = 5
+"""Sparse windows warned about one by one; the others are counted in one summary line."""
 _NETWORK_KEYS = ('type', 'in_chn', 'ev_chn', 'wf', 'depth', 'fuse_before_downsample', 'relu_slope', 'num_heads')
 _SHAPE_SETTINGS = ('in_chn', 'ev_chn', 'wf', 'depth', 'num_heads')
 
@@ -411,6 +413,7 @@ def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[Any], source: Any, outputs:
     sheet_rows = _sheet_indices(len(jobs), outputs.sheet_rows) if outputs.contact_sheet is not None else set()
     sheet: list[np.ndarray] = []
     checked_size = None
+    sparse = []
     start = time.perf_counter()
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger('basicsr')]):
@@ -424,7 +427,9 @@ def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[Any], source: Any, outputs:
                 result = deblurrer.deblur(frame, events)
                 warning = sparse_window_warning(job.label, result, job.window, frame.shape[0] * frame.shape[1])
                 if warning and len(events['ts']):
-                    logger.warning(warning)
+                    sparse.append(job.label)
+                    if len(sparse) <= LISTED_WARNINGS:
+                        logger.warning(warning)
                 write_image(result.image, outputs.image_path(job.name))
                 if outputs.event_folder is not None:
                     write_image(event_picture(result.counts), outputs.event_folder / job.name)
@@ -438,6 +443,11 @@ def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[Any], source: Any, outputs:
         if video is not None:
             video.close()
     elapsed = time.perf_counter() - start
+    if len(sparse) > LISTED_WARNINGS:
+        logger.warning('%d of %d frames have exposure windows whose events touch under %.1f %% of the pixels (the '
+                       'first %d are listed above; also frames %s): their outputs stay close to their inputs',
+                       len(sparse), len(jobs), 100 * SPARSE_FRACTION, LISTED_WARNINGS,
+                       ', '.join(label.split(' ')[0] for label in sparse[LISTED_WARNINGS:]))
     logger.info('Deblurred %d frame(s) in %.1f s (%.2f frames/s) on %s', len(jobs), elapsed,
                 len(jobs) / max(elapsed, 1e-9), deblurrer.device)
     if sheet:
