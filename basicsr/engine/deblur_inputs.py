@@ -252,6 +252,6 @@ def recording_jobs(source: EventSource) -> list[FrameJob]:
     for i, (stamp, start, end) in enumerate(zip(recording.frame_timestamps, recording.exposure_start,
                                                 recording.exposure_end, strict=True)):
         microseconds = math.floor(stamp * 1e6 + 0.5)
-        jobs.append(FrameJob(i, f'{i:06d}_{microseconds}.png', f'{i} (t = {microseconds} µs)', (float(start), float(end)),
-                             image=frames[i]))
+        jobs.append(FrameJob(i, f'{i:06d}_{microseconds}.png', f'{i} (t = {microseconds} µs)',
+                             (float(start), float(end)), image=frames[i]))
     return jobs

@@ -100,7 +100,8 @@ class DeblurredFrame:
     active_pixels: int
 
 
-def event_input(events: Mapping[str, np.ndarray], sensor_size: tuple[int, int], settings: EventSettings) -> NetworkInput:
+def event_input(events: Mapping[str, np.ndarray], sensor_size: tuple[int, int],
+                settings: EventSettings) -> NetworkInput:
     """SCER, normalisation and mask of one window's events.
 
     Args:
