@@ -134,7 +134,12 @@ def read_frame_image(path: Path) -> np.ndarray:
     """
     if not path.is_file():
         raise MissingInputError(f"image file '{path}' does not exist")
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    quiet = cv2.utils.logging.LOG_LEVEL_ERROR  # a truncated file gets our message, not also OpenCV's warning
+    previous = cv2.utils.logging.setLogLevel(quiet)
+    try:
+        image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
     if image is None:
         raise InvalidInputError(f"image file '{path}' cannot be read as an image (not an image, truncated, or a "
                                 'format OpenCV cannot decode); give a PNG or JPEG file')

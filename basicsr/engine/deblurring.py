@@ -204,6 +204,9 @@ class Deblurrer:
         if tile is not None and tile < 16:
             raise InvalidInputError(f'tile must be at least 16 pixels, got {tile}')
         self.device = resolve_device(device)
+        if amp == 'fp16' and self.device.type != 'cuda':
+            raise InvalidInputError(f'amp fp16 needs a CUDA device, but the network runs on {self.device}; use '
+                                    '--amp bf16 or --amp none on the CPU')
         self.perf = FrozenDict({'amp': None if amp == 'none' else amp, 'channels_last': channels_last,
                                 'compile': False, 'tf32': True, 'cudnn_benchmark': True})
         self.tile, self.tile_overlap = tile, tile_overlap
