@@ -181,6 +181,9 @@ def test_official_checkpoint_loads_through_the_cli_and_ours_with_param_key(scene
     sharp = deblurrer(scene['frame'], events)
     grey = deblurrer(scene['frame'][..., 1], events)
     assert sharp.shape == (HEIGHT, WIDTH, 3) and sharp.dtype == np.uint8 and grey.shape == (HEIGHT, WIDTH)
+    tiled = Deblurrer(ours, param_key='params_ema', network_g={'relu_slope': 0.1}, device='cpu', tile=16,
+                      tile_overlap=4)
+    assert tiled(scene['frame'], events).shape == (HEIGHT, WIDTH, 3)
     with pytest.raises(InvalidInputError, match=r"network_g.wf is 16 but the weights .* have wf = 8"):
         Deblurrer(ours, param_key='params_ema', network_g={'wf': 16}, device='cpu')
 

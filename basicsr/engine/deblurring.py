@@ -245,6 +245,7 @@ class Deblurrer:
             InvalidInputError: a frame that is not uint8 (H, W) / (H, W, 1) / (H, W, 3), or events outside it.
         """
         frame = _checked_frame(frame)
+        events = _checked_events(events)
         height, width = frame.shape[:2]
         try:
             prepared = event_input(events, (height, width), self.events)
@@ -305,6 +306,13 @@ def _checked_frame(frame: np.ndarray) -> np.ndarray:
         raise InvalidInputError(f'a frame must be (H, W) grey or (H, W, 3) colour uint8, got shape {frame.shape} '
                                 f'{frame.dtype}; drop an alpha channel and convert 16-bit frames to 8-bit')
     return frame
+
+
+def _checked_events(events: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    missing = [key for key in ('xs', 'ys', 'ts', 'ps') if key not in events]
+    if missing:
+        raise InvalidInputError(f"events must be a mapping with keys xs, ys, ts, ps; missing {', '.join(missing)}")
+    return {key: np.asarray(events[key]) for key in ('xs', 'ys', 'ts', 'ps')}
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
