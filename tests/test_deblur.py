@@ -26,6 +26,18 @@ SCRIPTS = REPO_ROOT / 'scripts' / 'data_preparation'
 HEIGHT, WIDTH = 32, 40
 
 
+@pytest.fixture(autouse=True)
+def basicsr_logger_restored():
+    """run_deblur sets up the 'basicsr' logger (console handler, no propagation) as the command does; undo it, so
+    later tests in this worker see the logger as a fresh process would."""
+    logger = logging.getLogger('basicsr')
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
 def tiny_weights(path: Path, wf: int = 8, depth: int = 2, ev_chn: int = 6, key: str = 'params') -> Path:
     torch.manual_seed(0)
     net = EFNet(wf=wf, depth=depth, ev_chn=ev_chn, num_heads=(1, 2, 4)[:depth])

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from basicsr.archs.efnet_arch import EFNet, efnet_options_from_state_dict
 from basicsr.events import event_mask, events_to_scer, nonzero_mask, normalize_max_abs, normalize_robust
@@ -428,29 +427,28 @@ def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[Any], source: Any, outputs:
     sparse = []
     start = time.perf_counter()
     try:
-        with logging_redirect_tqdm(loggers=[logging.getLogger('basicsr')]):
-            for job in tqdm(jobs, desc='deblur', unit='frame', disable=len(jobs) < 2):
-                frame = job.frame()
-                if frame.shape[:2] != checked_size:
-                    source.check_frame_size(frame.shape[:2], job.label)
-                    checked_size = frame.shape[:2]
-                events = source.window(*job.window)
-                _check_window(job, source, len(events['ts']), strict_windows)
-                result = deblurrer.deblur(frame, events)
-                warning = sparse_window_warning(job.label, result, job.window, frame.shape[0] * frame.shape[1])
-                if warning and len(events['ts']):
-                    sparse.append(job.label)
-                    if len(sparse) <= LISTED_WARNINGS:
-                        logger.warning(warning)
-                write_image(result.image, outputs.image_path(job.name))
-                if outputs.event_folder is not None:
-                    write_image(event_picture(result.counts), outputs.event_folder / job.name)
-                if video is not None or job.index in sheet_rows:
-                    panel = side_by_side(frame, result)
-                    if video is not None:
-                        video.add(panel)
-                    if job.index in sheet_rows:
-                        sheet.append(labelled(panel, (f'blurry {job.name}', 'events', 'deblurred')))
+        for job in tqdm(jobs, desc='deblur', unit='frame', disable=len(jobs) < 2):
+            frame = job.frame()
+            if frame.shape[:2] != checked_size:
+                source.check_frame_size(frame.shape[:2], job.label)
+                checked_size = frame.shape[:2]
+            events = source.window(*job.window)
+            _check_window(job, source, len(events['ts']), strict_windows)
+            result = deblurrer.deblur(frame, events)
+            warning = sparse_window_warning(job.label, result, job.window, frame.shape[0] * frame.shape[1])
+            if warning and len(events['ts']):
+                sparse.append(job.label)
+                if len(sparse) <= LISTED_WARNINGS:
+                    logger.warning(warning)
+            write_image(result.image, outputs.image_path(job.name))
+            if outputs.event_folder is not None:
+                write_image(event_picture(result.counts), outputs.event_folder / job.name)
+            if video is not None or job.index in sheet_rows:
+                panel = side_by_side(frame, result)
+                if video is not None:
+                    video.add(panel)
+                if job.index in sheet_rows:
+                    sheet.append(labelled(panel, (f'blurry {job.name}', 'events', 'deblurred')))
     finally:
         if video is not None:
             video.close()
