@@ -207,7 +207,8 @@ def test_folder_with_timestamp_names_and_with_a_sidecar(scene, tmp_path):
         cv2.imwrite(str(folder / f'{stamp}.png'), scene['frame'])
     base = ['--weights', str(scene['weights']), '--events', str(scene['h5']), '--device', 'cpu']
     assert run_deblur([*base, '--image', str(folder), '--time_unit', 'us', '--exposure_time', '20000',
-                       '--output', str(tmp_path / 'out1')]) == 0
+                       '--output', str(tmp_path / 'out1'), '--save_events']) == 0
+    assert cv2.imread(str(tmp_path / 'out1' / 'events' / '30000.png')).shape == (HEIGHT, WIDTH, 3)
     (folder / 'exposures.txt').write_text('# name start end\n30000.png, 0.02, 0.04\n60000.png 0.05 0.07\n')
     assert run_deblur([*base, '--image', str(folder), '--output', str(tmp_path / 'out2')]) == 0
     for name in ('30000.png', '60000.png'):

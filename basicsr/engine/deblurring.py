@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -34,6 +34,9 @@ from basicsr.utils.errors import InvalidInputError, MissingInputError, WriteErro
 from basicsr.utils.option_schema import FrozenDict
 from basicsr.utils.options import OptionsError, load_yaml
 from basicsr.utils.performance import autocast, prepare_network, to_memory_format
+
+if TYPE_CHECKING:
+    from basicsr.engine.deblur_inputs import EventSource, FrameJob
 
 logger = logging.getLogger(__name__)
 
@@ -410,13 +413,13 @@ class RunOutputs:
         return self.single if self.single is not None else self.folder / name
 
 
-def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[Any], source: Any, outputs: RunOutputs,
+def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[FrameJob], source: EventSource, outputs: RunOutputs,
                 strict_windows: bool) -> int:
     """Deblur every job, write its outputs, warn about empty or sparse windows; returns the frames written.
 
     Args:
-        jobs: :class:`basicsr.engine.deblur_inputs.FrameJob` list.
-        source: the :class:`basicsr.engine.deblur_inputs.EventSource`.
+        jobs: the frames, with their exposure windows.
+        source: the events.
         strict_windows: an empty window, or one outside the events, is an error (one-frame mode) instead of a
             warning.
     """
@@ -470,7 +473,7 @@ def _sheet_indices(count: int, rows: int) -> set[int]:
     return {round(i * (count - 1) / max(rows - 1, 1)) for i in range(min(rows, count))} if count else set()
 
 
-def _check_window(job: Any, source: Any, num_events: int, strict: bool) -> None:
+def _check_window(job: FrameJob, source: EventSource, num_events: int, strict: bool) -> None:
     if num_events:
         return
     start, end = job.window
