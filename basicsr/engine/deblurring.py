@@ -170,14 +170,18 @@ def resolve_device(name: str) -> torch.device:
         raise InvalidInputError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == 'cuda' and not torch.cuda.is_available():
         raise InvalidInputError('--device cuda was asked for, but torch sees no CUDA device; use --device cpu')
-    return torch.device('cuda' if name == 'auto' and torch.cuda.is_available() else name if name != 'auto' else 'cpu')
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(name)
 
 
 class Deblurrer:
     """A trained EFNet, loaded once, that deblurs one frame per call.
 
-    >>> deblurrer = Deblurrer('EFNet-GoPro.pth')
-    >>> sharp = deblurrer(blurry, events)  # (H, W, 3) uint8 BGR + the events of its exposure -> (H, W, 3) uint8
+    Usage::
+
+        deblurrer = Deblurrer('EFNet-GoPro.pth')
+        sharp = deblurrer(blurry, events)  # (H, W, 3) uint8 BGR + the events of its exposure -> (H, W, 3) uint8
 
     Args:
         weights: checkpoint file: ``{'params': state_dict}`` (the published weights), ours (``params``,
