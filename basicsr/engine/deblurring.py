@@ -7,8 +7,9 @@ EFNet authors' recipe for real DAVIS346 events is available as ``voxel_norm='rob
 ``mask='nonzero'``:
 
 * ``max_abs`` + ``closing`` (default): data like the training data (simulated GoPro events, REBlur files);
-* ``robust`` + ``nonzero``: sparse real DAVIS events with the GoPro weights; the low percentile amplifies sparse
-  events more (try 25/75 for stronger, 45/55 for weaker).
+* ``robust`` + ``nonzero``: real DAVIS events with the GoPro weights. Where most pixels have no events both
+  percentiles are 0 and the counts go in unscaled; a wider range (e.g. 25 75) reaches non-zero values, so every
+  event pixel is clamped to about +-1, a strong uniform amplification of sparse events.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 * :func:`normalize_max_abs`: ``voxel / max|voxel|``, the convention of EFNet's training data (simulated GoPro
   events, the REBlur files). Use it for data like the training data.
 * :func:`normalize_robust`: the EFNet authors' recipe for real DAVIS346 recordings (their ``Davis346_inference``):
-  clamp to two percentiles of all values, then divide by the largest |value| left. Sparse real events (a few per
-  pixel) are amplified more strongly than by max-abs, where one busy pixel would make all others nearly zero.
+  clamp to two percentiles of all values, then divide by the largest |value| left. Unlike max-abs, one busy pixel
+  does not scale all others down to nearly zero; when both percentiles are 0 (most pixels without events) the
+  tensor is left as it is.
 """
 
 from __future__ import annotations
