@@ -34,7 +34,11 @@ setup(
         'matplotlib>=3.7',
     ],
     entry_points={
-        'console_scripts': ['basicsr-train=basicsr.train:main', 'basicsr-test=basicsr.test:main'],
+        'console_scripts': [
+            'basicsr-train=basicsr.train:main',
+            'basicsr-test=basicsr.test:main',
+            'basicsr-deblur=basicsr.deblur:main',
+        ],
     },
     extras_require={
         'aedat': ['aedat>=2.0'],

@@ -1,4 +1,4 @@
-"""SCER and its normalisations against hand-made examples and plain per-bin references."""
+"""SCER against hand-made examples and plain per-bin references."""
 
 from pathlib import Path
 
@@ -8,8 +8,6 @@ import torch
 
 from basicsr.events import (
     events_to_scer,
-    normalize_max_abs,
-    normalize_voxel_nonzero,
     read_events,
     signed_polarity,
 )
@@ -205,30 +203,6 @@ def test_signed_polarity():
     assert signed_polarity(torch.tensor([0.0, 1.0])).tolist() == [-1, 1]
 
 
-def test_normalize_voxel_nonzero():
-    voxel = np.array([[0.0, 1.0], [2.0, 3.0]])
-    original = voxel.copy()
-    std = np.sqrt(2 / 3)  # of the non-zero entries 1, 2, 3 (mean 2)
-    np.testing.assert_allclose(normalize_voxel_nonzero(voxel), [[0, -1 / std], [0, 1 / std]], rtol=1e-6)
-    np.testing.assert_array_equal(voxel, original)
-    np.testing.assert_allclose(normalize_voxel_nonzero(torch.tensor(voxel)).numpy(),
-                               [[0, -1 / std], [0, 1 / std]], rtol=1e-6)
-    assert normalize_voxel_nonzero(voxel).dtype == np.float32
-    np.testing.assert_array_equal(normalize_voxel_nonzero(np.zeros((2, 3))), np.zeros((2, 3)))
-    np.testing.assert_array_equal(normalize_voxel_nonzero(np.full((7, 3), 0.1)), np.zeros((7, 3)))
-    constant_with_zeros = np.array([0.0, 0.3, 0.3, 0.3, 0.0])
-    np.testing.assert_array_equal(normalize_voxel_nonzero(constant_with_zeros), np.zeros(5))
-
-
-def test_normalize_max_abs():
-    voxel = np.array([[1.0, -4.0], [0.0, 2.0]])
-    np.testing.assert_allclose(normalize_max_abs(voxel), [[0.25, -1], [0, 0.5]])
-    np.testing.assert_array_equal(voxel, [[1.0, -4.0], [0.0, 2.0]])
-    zeros = normalize_max_abs(np.zeros((2, 2)))
-    assert zeros.dtype == np.float32 and not np.isnan(zeros).any() and not zeros.any()
-    assert normalize_max_abs(torch.zeros(3)).tolist() == [0, 0, 0]
-    np.testing.assert_allclose(normalize_max_abs(torch.tensor([1.0, -4.0])).numpy(), [0.25, -1])
-    assert normalize_max_abs(np.zeros((0, 3))).shape == (0, 3)
 
 
 def test_scer_on_a_frame_centred_window_of_the_real_recording():

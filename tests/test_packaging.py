@@ -158,8 +158,9 @@ def test_scripts_run_with_the_installed_package_and_the_entry_points_share_one_b
     touching = [str(path.relative_to(REPO_ROOT)) for path in sorted((REPO_ROOT / 'scripts').rglob('*.py'))
                 if 'sys.path' in path.read_text(encoding='utf-8')]
     assert touching == []
-    for entry in ('train', 'test'):
+    for entry in ('train', 'test', 'deblur'):
         source = (REPO_ROOT / 'basicsr' / f'{entry}.py').read_text(encoding='utf-8')
         assert 'sys.path' not in source and 'import _clone_path' in source
     setup = (REPO_ROOT / 'setup.py').read_text(encoding='utf-8')
-    assert "'basicsr-train=basicsr.train:main'" in setup and "'basicsr-test=basicsr.test:main'" in setup
+    for entry in ('train', 'test', 'deblur'):
+        assert f"'basicsr-{entry}=basicsr.{entry}:main'" in setup

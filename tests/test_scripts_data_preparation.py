@@ -19,7 +19,7 @@ from basicsr.data.h5_layout import inspect_training_h5
 from basicsr.data.raw_event_dataset import RawEventDataset
 from basicsr.data.scer_conversion import frame_chw
 from basicsr.events import RawEventH5, event_mask, events_to_scer, write_raw_events_h5
-from basicsr.utils.errors import WriteError
+from basicsr.utils.errors import MissingInputError, WriteError
 from basicsr.utils.registry import DATASET_REGISTRY
 
 SCRIPTS = Path(__file__).resolve().parents[1] / 'scripts' / 'data_preparation'
@@ -329,21 +329,39 @@ def test_convert_events_on_the_real_davis_recording(tmp_path):
     assert item['voxel'].abs().max() == 1 and item['mask'].any()
 
 
+def test_convert_events_empty_window_is_an_error_that_gives_the_range(tmp_path, run_python):
+    """Absolute times taken for relative ones used to write an empty file and exit 0."""
+    script = str(SCRIPTS / 'convert_events.py')
+    result = run_python(script, '--input', str(STREET), '--output', str(tmp_path / 'cut.h5'), '--t_start', '1.0',
+                        '--t_end', '1.15', '--absolute_time')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.startswith('error: no events to write') and result.stderr.count('\n') == 1
+    assert 'events from 1589163147.368868 to 1589163149.728813 s' in result.stderr
+    assert not (tmp_path / 'cut.h5').exists()
+
+
 def test_convert_events_time_window_and_errors(tmp_path, capsys):
     first_event = 1589163147.368868  # the recording's camera clock (seconds since 1970)
     output = tmp_path / 'cut.h5'
     args = ['--input', str(STREET), '--output', str(output), '--t_start', str(first_event + 0.5),
-            '--t_end', str(first_event + 1.0)]
+            '--t_end', str(first_event + 1.0), '--absolute_time']
     assert convert_events.main(args) == 0
+    assert 'events from 1589163147.368868 to 1589163149.728813 s' in capsys.readouterr().out
     with RawEventH5(output) as raw:
         events = raw.events_slice(0, raw.num_events)
         assert raw.num_events == 16568
         assert first_event + 0.5 <= events['ts'].min() and events['ts'].max() < first_event + 1.0
         assert len(raw.frame_names) == 13
         assert np.all((raw.frame_timestamps >= first_event + 0.5) & (raw.frame_timestamps < first_event + 1.0))
+        assert raw.exposures.shape == (13, 2)
     assert convert_events.main(args) == 0
     assert 'exists; skipped' in capsys.readouterr().out
-    assert convert_events.main(['--input', str(tmp_path / 'none.aedat4'), '--output', str(tmp_path / 'x.h5')]) == 1
-    assert "events file '" in capsys.readouterr().err
+    relative = tmp_path / 'relative.h5'  # the same window, in seconds after the first event (the default)
+    assert convert_events.main(['--input', str(STREET), '--output', str(relative), '--t_start', '0.5',
+                                '--t_end', '1.0']) == 0
+    with RawEventH5(relative) as raw:
+        assert raw.num_events == 16568 and len(raw.frame_names) == 13
+    with pytest.raises(MissingInputError, match="events file '.*none.aedat4' does not exist"):
+        convert_events.main(['--input', str(tmp_path / 'none.aedat4'), '--output', str(tmp_path / 'x.h5')])
     with pytest.raises(SystemExit):
         convert_events.parse_args(['--input', 'a', '--output', 'b', '--t_start', '2', '--t_end', '1'])

@@ -8,7 +8,8 @@ arguments are validated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import nn
 
 from basicsr.archs.arch_util import pad_to_multiple
 from basicsr.archs.efnet_blocks import SAM, UNetConvBlock, UNetEVConvBlock, UNetUpBlock, conv3x3
+from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.registry import ARCH_REGISTRY
 
 
@@ -200,3 +202,49 @@ def _validated_arguments(in_chn, ev_chn, wf, depth, fuse_before_downsample, relu
             raise ValueError(f'EFNet level {level} has wf * 2**{level} = {width} channels, which num_heads[{level}] = '
                              f'{heads} does not divide; pick a head count that divides {width}')
     return tuple(num_heads)
+
+
+_LEVEL_KEY = re.compile(r'down_path_1\.(\d+)\.')
+_SHAPE_KEYS = ('conv_01.weight', 'conv_ev1.weight')
+
+
+def efnet_options_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """EFNet's constructor settings read from the tensor shapes of its state dict.
+
+    ``conv_01.weight`` is (wf, in_chn, 3, 3), ``conv_ev1.weight`` (wf, ev_chn, 3, 3), the ``down_path_1.<i>``
+    blocks are the levels (depth), and ``down_path_1.<i>.image_event_transformer.attn.temperature`` is
+    (num_heads[i], 1, 1). ``relu_slope`` has no tensor, so it is not in the result (EFNet's default is 0.2).
+
+    Args:
+        state_dict: parameter name -> tensor (names without a ``module.`` prefix).
+
+    Returns:
+        ``{'in_chn', 'ev_chn', 'wf', 'depth', 'num_heads'}`` (num_heads a tuple of ``depth`` ints).
+
+    Raises:
+        InvalidInputError: the names or shapes are not those of an EFNet (the message says what differs).
+    """
+    missing = [key for key in _SHAPE_KEYS if key not in state_dict]
+    levels = sorted({int(match.group(1)) for key in state_dict if (match := _LEVEL_KEY.match(key))})
+    if missing or not levels:
+        sample = ', '.join(list(state_dict)[:6]) or 'no entries'
+        absent = missing + ([] if levels else ['down_path_1.<i>.*'])
+        raise InvalidInputError(f"the weights are not an EFNet state dict: no {', '.join(absent)} (its first names: "
+                                f'{sample}); use a checkpoint of EFNet (e.g. EFNet-GoPro.pth or a net_g_*.pth of '
+                                'this framework)')
+    if levels != list(range(len(levels))):
+        raise InvalidInputError(f'the weights are not an EFNet state dict: its down_path_1 levels are {levels}, '
+                                f'expected 0 .. {len(levels) - 1} without gaps')
+    image_conv, event_conv = (state_dict[key] for key in _SHAPE_KEYS)
+    if image_conv.dim() != 4 or event_conv.dim() != 4 or image_conv.shape[0] != event_conv.shape[0]:
+        raise InvalidInputError(f'the weights are not an EFNet state dict: conv_01.weight {tuple(image_conv.shape)} '
+                                f'and conv_ev1.weight {tuple(event_conv.shape)} should both be (wf, channels, 3, 3) '
+                                'with the same wf')
+    num_heads = []
+    for level in levels:
+        key = f'down_path_1.{level}.image_event_transformer.attn.temperature'
+        if key not in state_dict:
+            raise InvalidInputError(f'the weights are not an EFNet state dict: level {level} has no {key}')
+        num_heads.append(int(state_dict[key].shape[0]))
+    return {'in_chn': int(image_conv.shape[1]), 'ev_chn': int(event_conv.shape[1]), 'wf': int(image_conv.shape[0]),
+            'depth': len(levels), 'num_heads': tuple(num_heads)}

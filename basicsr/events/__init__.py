@@ -3,8 +3,9 @@ ESIM simulator and readers/writers of event recordings. Pure numpy/torch/OpenCV/
 registries."""
 
 from basicsr.events.checks import signed_polarity
-from basicsr.events.mask import event_mask
+from basicsr.events.mask import event_mask, nonzero_mask
 from basicsr.events.noise import add_voxel_noise
+from basicsr.events.normalization import nearest_rank_percentile, normalize_max_abs, normalize_robust
 from basicsr.events.readers import (
     SUPPORTED_EXTENSIONS,
     EventRecording,
@@ -13,11 +14,7 @@ from basicsr.events.readers import (
     read_events,
     write_raw_events_h5,
 )
-from basicsr.events.representations import (
-    events_to_scer,
-    normalize_max_abs,
-    normalize_voxel_nonzero,
-)
+from basicsr.events.representations import events_to_scer
 from basicsr.events.simulator import EventSimulator, simulate_events
 
 __all__ = [
@@ -29,8 +26,10 @@ __all__ = [
     'concatenate_events',
     'event_mask',
     'events_to_scer',
+    'nearest_rank_percentile',
+    'nonzero_mask',
     'normalize_max_abs',
-    'normalize_voxel_nonzero',
+    'normalize_robust',
     'read_events',
     'signed_polarity',
     'simulate_events',

@@ -38,3 +38,25 @@ def event_mask(voxel: Any) -> Any:
     active = active.cpu().numpy() if isinstance(voxel, torch.Tensor) else active
     closed = cv2.morphologyEx(active.astype(np.uint8) * 255, cv2.MORPH_CLOSE, _CLOSING_KERNEL, iterations=1)
     return torch.from_numpy(closed).to(voxel.device) if isinstance(voxel, torch.Tensor) else closed
+
+
+def nonzero_mask(voxel: Any) -> Any:
+    """The EFNet authors' mask for real DAVIS346 events: 255 where the sum of ``voxel`` over its channels is
+    non-zero, 0 elsewhere (no closing; a pixel whose channels cancel out counts as no events).
+
+    Args:
+        voxel: (C, H, W) event tensor, any real dtype; numpy array or torch tensor.
+
+    Returns:
+        (H, W) uint8 in {0, 255}, same kind and device as ``voxel``.
+
+    Raises:
+        ValueError: if ``voxel`` is not 3-D.
+        TypeError: if it is neither a numpy array nor a torch tensor.
+    """
+    if not isinstance(voxel, (np.ndarray, torch.Tensor)):
+        raise TypeError(f'nonzero_mask: expected a numpy array or torch tensor, got {type(voxel).__name__}')
+    if voxel.ndim != 3:
+        raise ValueError(f'nonzero_mask: expected a (C, H, W) event tensor, got shape {tuple(voxel.shape)}')
+    active = voxel.sum(0) != 0
+    return active.to(torch.uint8) * 255 if isinstance(voxel, torch.Tensor) else active.astype(np.uint8) * 255

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from basicsr.events.checks import EVENT_KEYS, check_events, normalised_events
-from basicsr.utils.errors import InvalidInputError, MissingInputError, MissingKeyError, UserError
+from basicsr.utils.errors import InvalidInputError, MissingInputError, MissingKeyError, MissingPackageError, UserError
 from basicsr.utils.file_io import AtomicFile, write_errors_named
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def read_events(path: str | os.PathLike, t_start: float | None = None, t_end: fl
         InvalidInputError (a ValueError): unsupported extension, truncated or corrupt file, malformed content (the
             message names the file and what was found).
         MissingKeyError (a KeyError and ValueError): a required dataset, key or attribute is missing.
-        ImportError: an ``.aedat4`` file without the ``aedat`` package installed.
+        MissingPackageError (an ImportError): an ``.aedat4`` file without the ``aedat`` package installed.
     """
     path = Path(path)
     if not path.is_file():
@@ -595,7 +595,8 @@ def _read_aedat4(path: Path, t_start: float | None, t_end: float | None, load_fr
     try:
         import aedat
     except ImportError as error:
-        raise ImportError(f"reading '{path}' (AEDAT4) needs the optional package 'aedat': pip install aedat") from error
+        raise MissingPackageError(f"reading '{path}' (AEDAT4) needs the optional package 'aedat': pip install aedat "
+                                  '(or pip install -e .[aedat])') from error
     where = f"events file '{path}'"
     chunks: list[dict[str, np.ndarray]] = []
     frames: list[dict[str, Any]] = []

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from basicsr.events._array_ops import ArrayOps, array_ops_for
+from basicsr.events._array_ops import ArrayOps
 from basicsr.events.checks import polarity_weights, validated_events
 
 Array = Any  # numpy.ndarray or torch.Tensor
-
-# A non-zero standard deviation below this fraction of max|voxel| is rounding noise of a constant tensor.
-_CONSTANT_RELATIVE_STD = 1e-7
-
 
 def events_to_scer(
     xs: Array,
@@ -118,47 +114,6 @@ def _scer_cuts(ops: ArrayOps, ts: Array, num_bins: int) -> list[int]:
     return [int(i) for i in ops.concatenate([left_cuts, mid_index, right_cuts])]
 
 
-def normalize_voxel_nonzero(voxel: Array) -> Array:
-    """Standardise the non-zero entries of an event tensor (the reference's ``voxel_norm``).
-
-    Over the non-zero entries: subtract their mean and divide by their (population) standard deviation; entries that
-    are zero stay zero. An all-zero tensor is returned as zeros; constant non-zero entries (std 0) become zeros.
-
-    Args:
-        voxel: any shape, float, numpy array or torch tensor.
-
-    Returns:
-        Same shape, kind and device, float32. The input is not modified.
-    """
-    ops = array_ops_for(voxel, names=('voxel',))
-    values = ops.cast(voxel, ops.float64)
-    nonzero = values != 0
-    count = int(nonzero.sum())
-    if count == 0:
-        return ops.cast(values * 0, ops.float32)
-    mean = values.sum() / count
-    centred = (values - mean) * nonzero
-    std = float(ops.sqrt((centred * centred).sum() / count))
-    if std <= _CONSTANT_RELATIVE_STD * float(abs(values).max()):
-        return ops.cast(centred * 0, ops.float32)
-    return ops.cast(centred / std, ops.float32)
-
-
-def normalize_max_abs(voxel: Array) -> Array:
-    """``voxel / max|voxel|`` (the dataset-time normalisation of EFNet), values in [-1, 1].
-
-    Unlike the reference, an all-zero (or empty) tensor gives zeros instead of NaN.
-
-    Args:
-        voxel: any shape, float, numpy array or torch tensor.
-
-    Returns:
-        Same shape, kind and device, float32. The input is not modified.
-    """
-    ops = array_ops_for(voxel, names=('voxel',))
-    values = ops.cast(voxel, ops.float32)
-    peak = float(abs(values).max()) if ops.numel(values) else 0.0
-    return values / peak if peak > 0 else values * 0
 
 
 def _pixel_index(ops: ArrayOps, xs: Array, ys: Array, width: int) -> Array:

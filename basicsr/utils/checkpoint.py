@@ -26,7 +26,7 @@ from basicsr.utils.option_schema import thaw
 logger = logging.getLogger(__name__)
 
 __all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'newest_readable_training_state',
-           'read_training_state', 'save_network', 'unwrap_network']
+           'read_state_dict', 'read_training_state', 'save_network', 'unwrap_network']
 
 _PARAM_KEYS = ('params', 'params_ema')
 _LISTED_KEYS = 10  # names listed per category in mismatch messages; the rest are counted
@@ -220,6 +220,17 @@ def _mismatch_report(missing, unexpected, mismatched, expected) -> list[str]:
         lines.append(f'{len(mismatched)} with a different shape: '
                      + _listing([f'{k} checkpoint {ckpt} vs network {net}' for k, ckpt, net in mismatched]))
     return lines
+
+
+def read_state_dict(path: str | os.PathLike, param_key: str | None = 'params') -> dict[str, torch.Tensor]:
+    """The state dict :func:`load_network` would load from ``path`` (read with ``weights_only=True``, on the CPU,
+    without a ``module.`` prefix), e.g. to read a network's settings from its shapes before building it.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`load_network`.
+    """
+    path = os.fspath(path)
+    return _select_state_dict(_read_checkpoint(path), path, param_key)[0]
 
 
 def load_network(net: nn.Module, path: str | os.PathLike, strict: bool = True,

@@ -50,5 +50,9 @@ class MissingInputError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (also a FileNotFoundError)."""
 
 
+class MissingPackageError(UserError, ImportError):
+    """An optional package that this input needs is not installed; the message gives the pip command."""
+
+
 class WriteError(UserError, OSError):
     """Writing an output failed (full disk, quota, permissions); the previous outputs are intact."""
