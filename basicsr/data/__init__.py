@@ -84,14 +84,14 @@ def _phase_group(phase: str) -> str:
 
 def resolve_prefetch_mode(dataset_opt: Mapping[str, Any], device: torch.device | None) -> str | None:
     """``prefetch_mode`` in effect: ``auto`` is ``cuda`` (copies to the GPU on a side stream) for training on a
-    CUDA device, ``cpu`` (a thread loads the next batches while the step computes) for training elsewhere, and
-    nothing for validation and test sets."""
+    CUDA device and nothing elsewhere. On the CPU a prefetch thread competes with the compute threads for the
+    same cores: on 2 cores it made the demo's training step about 50 % slower than loading each batch in turn
+    (``scripts/benchmark/bench_train.py --loop``); loader workers overlap loading where cores are left."""
     mode = dataset_opt.get('prefetch_mode')
     if mode != 'auto':
         return mode
-    if _phase_group(dataset_opt.get('phase', 'train')) != 'train':
-        return None
-    return 'cuda' if device is not None and device.type == 'cuda' else 'cpu'
+    on_cuda = device is not None and device.type == 'cuda'
+    return 'cuda' if on_cuda and _phase_group(dataset_opt.get('phase', 'train')) == 'train' else None
 
 
 def _auto_or(value: bool | str, auto: bool) -> bool:
@@ -109,8 +109,8 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
       leaves the global generators alone.
     * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
       torch.distributed), loaded in the main process.
-    * ``prefetch_mode`` cpu (or auto off CUDA, see :func:`resolve_prefetch_mode`): a :class:`PrefetchDataLoader`
-      with ``num_prefetch_queue`` batches ahead.
+    * ``prefetch_mode`` cpu: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead (auto never
+      chooses it, see :func:`resolve_prefetch_mode`).
     * ``pin_memory``: auto is on for a CUDA ``device``; ``persistent_workers`` (only with workers): auto is on.
 
     Args:

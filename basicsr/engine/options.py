@@ -136,7 +136,7 @@ DATASET_COMMON_KEYS = {
     'batch_size_per_gpu': Key(int, default=1, check=_positive, doc='batch size per process'),
     'dataset_enlarge_ratio': Key(int, default=1, check=_positive, doc='repeat the training set per epoch'),
     'prefetch_mode': Key((str, None), default='auto', choices=('auto', 'cpu', 'cuda'),
-                         doc='training: auto (cuda on a GPU, else cpu), cpu (a thread loads ahead), cuda (copies '
+                         doc='training: auto (cuda on a GPU, else null), cpu (a thread loads ahead), cuda (copies '
                              'on a side stream) or null'),
     'num_prefetch_queue': Key(int, default=2, check=_positive, doc='batches the cpu prefetch thread loads ahead'),
     'pin_memory': Key((bool, str), default='auto', check=_auto_or_bool, doc='auto: on when training on CUDA'),
