@@ -26,7 +26,10 @@ Examples::
     python scripts/benchmark/bench_train.py --threads 1 --clock cpu --settings fp32 auto
     # the loop of train.py against the bare step, on the demo's data:
     python scripts/benchmark/bench_train.py --options options/train/Synthetic/EFNet_demo.yml --batch 4 \
-        --size 128 --settings fp32 auto --loop
+        --size 96 --settings fp32 auto --loop
+    # the default EFNet in train.py's loop against the original network's bare step (--baseline):
+    python scripts/benchmark/bench_train.py --loop --baseline --batch 2 --size 128 --settings fp32 auto \
+        --dataroot datasets/GoPro_synthetic/train
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_efnet import make_baseline
 
 from basicsr.engine.cli import parse_options
 from basicsr.engine.run_setup import build_model
@@ -72,8 +76,10 @@ class LoopRunner:
     """Iterations of ``train.py``'s loop body (prefetcher, ``Trainer.train_iteration``) with ``setting``, and bare
     steps of the same model on a fixed batch of its own data."""
 
-    def __init__(self, option_file: Path, setting: str, device: str, batch: int, size: int):
+    def __init__(self, option_file: Path, setting: str, device: str, batch: int, size: int,
+                 dataroot: Path | None = None):
         overrides = [f'performance:{key}={value}' for key, value in SETTINGS[setting].items()]
+        overrides += [f'datasets:train:dataroot={dataroot}'] if dataroot is not None else []
         overrides += [f"num_gpu={0 if device == 'cpu' else 1}", f'name=bench_train_loop_{setting}',
                       'logger:save_checkpoint_freq=100000000', 'val:val_freq=100000000', 'logger:use_tb_logger=false',
                       'train:total_iter=100000000', f'datasets:train:batch_size_per_gpu={batch}',
@@ -86,6 +92,13 @@ class LoopRunner:
         self.prefetcher = make_prefetcher(self.trainer.train_loader, opt['datasets']['train'], ctx.device)
         self.fixed_batch = self.next_batch()
         self.threads = torch.get_num_threads()
+
+    def use_original_network(self) -> None:
+        """Train the original network instead (``bench_efnet.make_baseline``: the blocks written the
+        straightforward way, same weights), with its own optimiser."""
+        model = self.trainer.model
+        model.net_g = make_baseline(model.net_g)
+        model.setup_optimizer(model.net_g)
 
     def next_batch(self) -> dict:
         batch = self.prefetcher.next()
@@ -111,8 +124,11 @@ def _quiet_message_logger(log: dict) -> None:
 
 def time_loop(args: argparse.Namespace) -> None:
     """The loop of train.py against the bare step, per setting, rounds alternating (medians)."""
-    runners = {setting: LoopRunner(args.options, setting, args.device, args.batch, args.size)
+    runners = {setting: LoopRunner(args.options, setting, args.device, args.batch, args.size, args.dataroot)
                for setting in args.settings}
+    if args.baseline:
+        runners['original fp32'] = LoopRunner(args.options, 'fp32', args.device, args.batch, args.size, args.dataroot)
+        runners['original fp32'].use_original_network()
     seconds = {(setting, kind): [] for setting in runners for kind in ('loop', 'bare')}
     with GracefulStop() as stop:
         for runner in runners.values():
@@ -128,13 +144,15 @@ def time_loop(args: argparse.Namespace) -> None:
     print(f'\ntrain.py loop against the bare step, {args.options.name}: batch {args.batch} at {args.size}x'
           f'{args.size}, compute threads as the Trainer sizes them ({threads}), clock {args.clock}, '
           f'load average {os.getloadavg()[0]:.2f}')
-    baseline = statistics.median(seconds['fp32', 'bare']) if 'fp32' in runners else None
-    print(f'{"setting":<16} | {"bare s/it":>9} | {"loop s/it":>9} | {"loop/bare":>9} | {"loop vs fp32 bare":>17}')
-    print('-' * 72)
+    reference = 'original fp32' if args.baseline else 'fp32'
+    baseline = statistics.median(seconds[reference, 'bare']) if reference in runners else None
+    print(f'{"setting":<16} | {"bare s/it":>9} | {"loop s/it":>9} | {"loop/bare":>9} | '
+          f'{"loop vs " + reference + " bare":>26}')
+    print('-' * 82)
     for setting in runners:
         bare, loop = statistics.median(seconds[setting, 'bare']), statistics.median(seconds[setting, 'loop'])
         ratio = f'{baseline / loop:.2f}x' if baseline else ''
-        print(f'{setting:<16} | {bare:>9.3f} | {loop:>9.3f} | {loop / bare:>9.2f} | {ratio:>17}')
+        print(f'{setting:<16} | {bare:>9.3f} | {loop:>9.3f} | {loop / bare:>9.2f} | {ratio:>26}')
 
 
 def synthetic_batch(batch: int, size: int, ev_chn: int) -> dict[str, torch.Tensor]:
@@ -196,6 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--memory', action='store_true', help='CPU: also measure peak memory (one process each)')
     parser.add_argument('--loop', action='store_true',
                         help="time train.py's loop (data loading included) against the bare step instead")
+    parser.add_argument('--dataroot', type=Path, help='--loop: training data folder instead of the option file\'s')
+    parser.add_argument('--baseline', action='store_true',
+                        help='--loop: also the original network (bench_efnet.py), float32; the ratios are against it')
     parser.add_argument('--child-memory', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
