@@ -29,7 +29,7 @@ Examples::
         --size 96 --settings fp32 auto --loop
     # the default EFNet in train.py's loop against the original network's bare step (--baseline):
     python scripts/benchmark/bench_train.py --loop --baseline --batch 2 --size 128 --settings fp32 auto \
-        --dataroot datasets/GoPro_synthetic/train
+        --options options/train/Synthetic/EFNet_demo.yml --set network_g:wf=64
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ class LoopRunner:
     steps of the same model on a fixed batch of its own data."""
 
     def __init__(self, option_file: Path, setting: str, device: str, batch: int, size: int,
-                 dataroot: Path | None = None):
+                 dataroot: Path | None = None, extra: tuple[str, ...] = ()):
         overrides = [f'performance:{key}={value}' for key, value in SETTINGS[setting].items()]
         overrides += [f'datasets:train:dataroot={dataroot}'] if dataroot is not None else []
+        overrides += list(extra)
         overrides += [f"num_gpu={0 if device == 'cpu' else 1}", f'name=bench_train_loop_{setting}',
                       'logger:save_checkpoint_freq=100000000', 'val:val_freq=100000000', 'logger:use_tb_logger=false',
                       'train:total_iter=100000000', f'datasets:train:batch_size_per_gpu={batch}',
@@ -124,10 +125,12 @@ def _quiet_message_logger(log: dict) -> None:
 
 def time_loop(args: argparse.Namespace) -> None:
     """The loop of train.py against the bare step, per setting, rounds alternating (medians)."""
-    runners = {setting: LoopRunner(args.options, setting, args.device, args.batch, args.size, args.dataroot)
-               for setting in args.settings}
+    def runner(setting: str) -> LoopRunner:
+        return LoopRunner(args.options, setting, args.device, args.batch, args.size, args.dataroot, tuple(args.set))
+
+    runners = {setting: runner(setting) for setting in args.settings}
     if args.baseline:
-        runners['original fp32'] = LoopRunner(args.options, 'fp32', args.device, args.batch, args.size, args.dataroot)
+        runners['original fp32'] = runner('fp32')
         runners['original fp32'].use_original_network()
     seconds = {(setting, kind): [] for setting in runners for kind in ('loop', 'bare')}
     with GracefulStop() as stop:
@@ -217,6 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--dataroot', type=Path, help='--loop: training data folder instead of the option file\'s')
     parser.add_argument('--baseline', action='store_true',
                         help='--loop: also the original network (bench_efnet.py), float32; the ratios are against it')
+    parser.add_argument('--set', nargs='+', default=[], metavar='a:b=value',
+                        help='--loop: more option overrides (as --force_yml), e.g. network_g:wf=64')
     parser.add_argument('--child-memory', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
