@@ -34,6 +34,7 @@ __all__ = [
     'EnlargedSampler',
     'PrefetchDataLoader',
     'build_dataloader',
+    'resolve_prefetch_mode',
     'worker_init_fn',
 ]
 
@@ -81,8 +82,25 @@ def _phase_group(phase: str) -> str:
     return group
 
 
+def resolve_prefetch_mode(dataset_opt: Mapping[str, Any], device: torch.device | None) -> str | None:
+    """``prefetch_mode`` in effect: ``auto`` is ``cuda`` (copies to the GPU on a side stream) for training on a
+    CUDA device and nothing elsewhere. On the CPU a prefetch thread competes with the compute threads for the
+    same cores: on 2 cores it made the demo's training step about 50 % slower than loading each batch in turn
+    (``scripts/benchmark/bench_train.py --loop``); loader workers overlap loading where cores are left."""
+    mode = dataset_opt.get('prefetch_mode')
+    if mode != 'auto':
+        return mode
+    on_cuda = device is not None and device.type == 'cuda'
+    return 'cuda' if on_cuda and _phase_group(dataset_opt.get('phase', 'train')) == 'train' else None
+
+
+def _auto_or(value: bool | str, auto: bool) -> bool:
+    return auto if value == 'auto' else bool(value)
+
+
 def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: bool = False,
-                     sampler: Sampler | None = None, seed: int | None = None, rank: int = 0) -> DataLoader:
+                     sampler: Sampler | None = None, seed: int | None = None, rank: int = 0,
+                     device: torch.device | None = None) -> DataLoader:
     """A DataLoader for ``dataset`` following the loader keys of ``dataset_opt``.
 
     * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process,
@@ -91,8 +109,9 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
       leaves the global generators alone.
     * ``phase`` val / test: batch 1, in order (of ``sampler`` when given, e.g. this rank's share under
       torch.distributed), loaded in the main process.
-    * ``prefetch_mode: cpu``: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead.
-    * ``pin_memory`` and ``persistent_workers`` (only with workers) as given.
+    * ``prefetch_mode`` cpu: a :class:`PrefetchDataLoader` with ``num_prefetch_queue`` batches ahead (auto never
+      chooses it, see :func:`resolve_prefetch_mode`).
+    * ``pin_memory``: auto is on for a CUDA ``device``; ``persistent_workers`` (only with workers): auto is on.
 
     Args:
         dataset: the data set.
@@ -101,6 +120,7 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
         sampler: e.g. an :class:`EnlargedSampler` for training.
         seed: base seed of the workers (``manual_seed + rank``); None leaves them to torch's defaults.
         rank: this process's rank.
+        device: where the batches go (for the ``auto`` values); None: the CPU.
     """
     phase = _phase_group(dataset_opt.get('phase', 'train'))
     kwargs: dict[str, Any] = {'dataset': dataset}
@@ -124,9 +144,10 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
         num_workers = 0
         # an own generator (unused otherwise): starting a pass would draw from the global one (exact resume)
         kwargs.update(batch_size=1, shuffle=False, num_workers=0, sampler=sampler, generator=torch.Generator())
-    kwargs['pin_memory'] = dataset_opt.get('pin_memory', False)
-    kwargs['persistent_workers'] = dataset_opt.get('persistent_workers', False) and num_workers > 0
-    if dataset_opt.get('prefetch_mode') == 'cpu':
+    on_cuda = device is not None and device.type == 'cuda'
+    kwargs['pin_memory'] = _auto_or(dataset_opt.get('pin_memory', False), on_cuda)
+    kwargs['persistent_workers'] = _auto_or(dataset_opt.get('persistent_workers', False), True) and num_workers > 0
+    if resolve_prefetch_mode(dataset_opt, device) == 'cpu':
         num_prefetch_queue = dataset_opt.get('num_prefetch_queue', 1)
         logger.info('Using PrefetchDataLoader with num_prefetch_queue = %d.', num_prefetch_queue)
         return PrefetchDataLoader(num_prefetch_queue=num_prefetch_queue, **kwargs)

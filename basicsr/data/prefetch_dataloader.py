@@ -88,13 +88,16 @@ class PrefetchDataLoader(DataLoader):
 
 
 class CPUPrefetcher:
-    """``next()`` gives the next batch of ``loader`` (None after the last); ``reset()`` starts a new pass."""
+    """``next()`` gives the next batch of ``loader`` (None after the last); ``reset()`` starts a new pass
+    (the first ``next()`` starts one if needed: building the prefetcher starts no loader workers)."""
 
     def __init__(self, loader: Iterable):
         self.loader = loader
-        self._iterator = iter(loader)
+        self._iterator: Iterator | None = None
 
     def next(self) -> Any:
+        if self._iterator is None:
+            self.reset()
         try:
             return next(self._iterator)
         except StopIteration:
@@ -119,7 +122,8 @@ class CUDAPrefetcher:
     """Copy the next batch to the GPU on a side stream while the current one is used.
 
     ``next()`` gives a batch whose tensors are on ``device`` (None after the last); ``reset()`` starts a
-    new pass. Use ``pin_memory: true`` in the data set options so the copies are truly asynchronous.
+    new pass (the first ``next()`` starts one if needed). ``pin_memory`` (auto: on for CUDA) makes the copies
+    truly asynchronous.
 
     Args:
         loader: the DataLoader.
@@ -139,9 +143,8 @@ class CUDAPrefetcher:
                                '(or null) for other devices')
         self.loader = loader
         self._stream = torch.cuda.Stream(device=self.device)
-        self._iterator = iter(loader)
+        self._iterator: Iterator | None = None
         self._batch: Any = None
-        self._preload()
 
     def _preload(self) -> None:
         try:
@@ -153,6 +156,8 @@ class CUDAPrefetcher:
             self._batch = _to_device(batch, self.device)
 
     def next(self) -> Any:
+        if self._iterator is None:
+            self.reset()
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
         batch = self._batch
         if batch is not None:

@@ -111,6 +111,12 @@ def _num_gpu(value: Any) -> str | None:
     return f"must be 'auto' or an integer >= 0 (0 = CPU), got {value!r}"
 
 
+def _auto_or_bool(value: Any) -> str | None:
+    if isinstance(value, bool) or value == 'auto':
+        return None
+    return f'must be auto, true or false, got {value!r}'
+
+
 def _registered(registry):
     def check(value: Any) -> str | None:
         if value in registry:
@@ -129,10 +135,13 @@ DATASET_COMMON_KEYS = {
     'num_worker_per_gpu': Key(int, default=0, check=_non_negative, doc='data loader workers per process'),
     'batch_size_per_gpu': Key(int, default=1, check=_positive, doc='batch size per process'),
     'dataset_enlarge_ratio': Key(int, default=1, check=_positive, doc='repeat the training set per epoch'),
-    'prefetch_mode': Key((str, None), default=None, choices=('cpu', 'cuda'), doc='null, cpu or cuda'),
-    'num_prefetch_queue': Key(int, default=1, check=_positive),
-    'pin_memory': Key(bool, default=False),
-    'persistent_workers': Key(bool, default=False),
+    'prefetch_mode': Key((str, None), default='auto', choices=('auto', 'cpu', 'cuda'),
+                         doc='training: auto (cuda on a GPU, else null), cpu (a thread loads ahead), cuda (copies '
+                             'on a side stream) or null'),
+    'num_prefetch_queue': Key(int, default=2, check=_positive, doc='batches the cpu prefetch thread loads ahead'),
+    'pin_memory': Key((bool, str), default='auto', check=_auto_or_bool, doc='auto: on when training on CUDA'),
+    'persistent_workers': Key((bool, str), default='auto', check=_auto_or_bool,
+                              doc='keep the loader workers between epochs (auto: on)'),
     'eval_rows': Key((int, None), default=None, check=_positive,
                      doc='evaluate only the first N rows of each frame (REBlur: 256); null = all rows, or 256 when '
                          'the top-level dataset_name is REBlur'),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from basicsr.data import build_dataloader
@@ -145,6 +147,41 @@ def check_event_channels(model: BaseModel, datasets: Mapping[str, Dataset]) -> N
         model.check_event_channels(dataset, name)
 
 
+def cores_per_process(ctx: RunContext) -> int:
+    """The CPU cores this process may use: those of its affinity mask, shared evenly by the processes of this
+    machine (``LOCAL_WORLD_SIZE``, set by torchrun; else the world size) under torch.distributed."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    local_processes = int(os.environ.get('LOCAL_WORLD_SIZE', ctx.world_size)) if ctx.dist else 1
+    return max(1, cores // max(1, local_processes))
+
+
+def fit_loader_workers(requested: int, cores: int, option: str) -> int:
+    """Loader workers for ``cores`` cores: ``requested``, capped at ``cores - 1`` so one core is left for the
+    compute (a warning names ``option`` when capped). Loading a training batch costs milliseconds against the
+    step's tenths of a second on the CPU, so workers beyond that only steal cores from the compute."""
+    fitted = min(requested, cores - 1)
+    if fitted < requested:
+        logger.warning('%s: %d loader workers per process on %d CPU core(s) per process would leave no core for '
+                       'the compute; using %d (set %s: %d or less to silence this).', option, requested, cores,
+                       fitted, option, fitted)
+    return fitted
+
+
+def size_compute_threads(cores: int, loader_workers: int) -> int:
+    """Set torch's intra-op threads to the cores left by the loader workers (at least 1) and log the choice;
+    an ``OMP_NUM_THREADS`` in the environment wins. Returns the threads in use."""
+    if 'OMP_NUM_THREADS' in os.environ:
+        threads = torch.get_num_threads()
+        logger.info('Threads: %d compute threads (OMP_NUM_THREADS), %d loader workers, %d CPU core(s) per process.',
+                    threads, loader_workers, cores)
+        return threads
+    threads = max(1, cores - loader_workers)
+    torch.set_num_threads(threads)
+    logger.info('Threads: %d compute threads + %d loader workers on %d CPU core(s) per process.', threads,
+                loader_workers, cores)
+    return threads
+
+
 def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...], seed: int) -> list:
     """(dataset options, loader) for every data set whose phase is in ``phases``.
 
@@ -157,6 +194,7 @@ def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...]
             continue
         dataset = build_dataset(dataset_opt)
         sampler = list(range(ctx.rank, len(dataset), ctx.world_size)) if ctx.dist else None
-        loader = build_dataloader(dataset, dataset_opt, dist=ctx.dist, sampler=sampler, seed=seed, rank=ctx.rank)
+        loader = build_dataloader(dataset, dataset_opt, dist=ctx.dist, sampler=sampler, seed=seed, rank=ctx.rank,
+                                  device=ctx.device)
         loaders.append((dataset_opt, loader))
     return loaders

@@ -11,8 +11,10 @@ from basicsr.engine.run_setup import (
     build_model,
     check_event_channels,
     close_logging,
+    cores_per_process,
     prepare_run_folders,
     seed_run,
+    size_compute_threads,
     start_logging,
 )
 from basicsr.models.evaluation import format_table
@@ -37,6 +39,7 @@ def test_pipeline(opt: FrozenDict, ctx: RunContext) -> dict:
     logger = start_logging(opt, ctx)
     try:
         seed = seed_run(opt, ctx)
+        size_compute_threads(cores_per_process(ctx), loader_workers=0)  # test sets load in this process
         if opt['path']['pretrain_network_g'] is None:
             logger.warning('path.pretrain_network_g is not set: testing a randomly initialised network.')
         loaders = build_eval_loaders(opt, ctx, phases=('test', 'val'), seed=seed)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from basicsr.data import build_dataloader
+from basicsr.data import build_dataloader, resolve_prefetch_mode
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
 from basicsr.engine.context import RunContext
@@ -33,8 +33,11 @@ from basicsr.engine.run_setup import (
     build_model,
     check_event_channels,
     close_logging,
+    cores_per_process,
+    fit_loader_workers,
     prepare_run_folders,
     seed_run,
+    size_compute_threads,
     start_logging,
 )
 from basicsr.engine.signals import GracefulStop
@@ -57,7 +60,7 @@ class NonFiniteTrainingError(UserError):
 
 
 def make_prefetcher(loader, dataset_opt: FrozenDict, device: torch.device):
-    if dataset_opt['prefetch_mode'] == 'cuda':
+    if resolve_prefetch_mode(dataset_opt, device) == 'cuda':
         return CUDAPrefetcher(loader, device=device)
     return CPUPrefetcher(loader)
 
@@ -133,16 +136,20 @@ class Trainer:
         self.tb_logger = init_tb_logger(self.ctx.paths.tb_logger)
 
     def build_train_loader(self) -> None:
-        """The training loader and its sampler (seeded per item); logs the epoch count needed for
-        ``train.total_iter``."""
+        """The training loader and its sampler (seeded per item), its workers and the compute threads sized for
+        this process's cores; logs the epoch count needed for ``train.total_iter``."""
         opt, ctx = self.opt, self.ctx
         dataset_opt = opt['datasets']['train']
         train_set = build_dataset(dataset_opt)
         ratio = dataset_opt['dataset_enlarge_ratio']
         self.train_sampler = EnlargedSampler(train_set, ctx.world_size, ctx.rank, ratio, seed=self.seed,
                                              item_seeds=True)
-        self.train_loader = build_dataloader(train_set, dataset_opt, dist=ctx.dist, sampler=self.train_sampler,
-                                             seed=self.seed, rank=ctx.rank)
+        cores = cores_per_process(ctx)
+        workers = fit_loader_workers(dataset_opt['num_worker_per_gpu'], cores, 'datasets.train.num_worker_per_gpu')
+        size_compute_threads(cores, workers)
+        self.train_loader = build_dataloader(train_set, {**dataset_opt, 'num_worker_per_gpu': workers},
+                                             dist=ctx.dist, sampler=self.train_sampler, seed=self.seed,
+                                             rank=ctx.rank, device=ctx.device)
         iters_per_epoch = math.ceil(len(train_set) * ratio / (dataset_opt['batch_size_per_gpu'] * ctx.world_size))
         if iters_per_epoch == 0 or len(self.train_loader) == 0:
             raise InvalidInputError(

@@ -15,7 +15,7 @@ from basicsr.utils.checkpoint import load_network, save_network, unwrap_network
 from basicsr.utils.errors import InvalidInputError, UserError
 from basicsr.utils.file_io import save_torch_atomic
 from basicsr.utils.option_schema import FrozenDict
-from basicsr.utils.performance import make_grad_scaler, prepare_network
+from basicsr.utils.performance import make_grad_scaler, prepare_network, resolve_performance
 from basicsr.utils.registry import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, build
 
 if TYPE_CHECKING:
@@ -47,16 +47,17 @@ class BaseModel:
         self.ctx = ctx
         self.device = ctx.device
         self.is_train = ctx.is_train
-        self.perf = opt['performance']
+        self.perf = resolve_performance(opt['performance'], self.device)  # once per run, applied everywhere
+        logger.info(self.perf.describe())
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[Any] = []
-        self.scaler = make_grad_scaler(self.perf, self.device)
+        self.scaler = make_grad_scaler(self.perf)
         self.net_g_ema: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------ networks
     def model_to_device(self, net: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         """Move to the device, apply the performance settings, then wrap in DDP when distributed."""
-        net = prepare_network(net, self.perf, self.device)
+        net = prepare_network(net, self.perf)
         if self.ctx.dist:
             device_ids = [self.device.index] if self.device.type == 'cuda' else None
             net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused_parameters)

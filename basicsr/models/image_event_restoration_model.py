@@ -235,7 +235,7 @@ class ImageEventRestorationModel(BaseModel):
         train_opt = self.opt['train']
         optimizer = self.optimizers[0]
         optimizer.zero_grad(set_to_none=True)
-        with autocast(self.perf, self.device):
+        with autocast(self.perf):
             preds = self.net_g(self.frame, self.voxel, self.mask if self.use_mask_train else None)
         preds = list(preds) if isinstance(preds, (list, tuple)) else [preds]
         weights = train_opt['stage_weights'] or [1.0] * len(preds)
@@ -287,7 +287,7 @@ class ImageEventRestorationModel(BaseModel):
         net.eval()
 
         def forward(*inputs: torch.Tensor | None) -> torch.Tensor:
-            with autocast(self.perf, self.device):
+            with autocast(self.perf):
                 preds = net(*inputs)
             return (preds[-1] if isinstance(preds, (list, tuple)) else preds).float()
 

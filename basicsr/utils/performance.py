@@ -6,8 +6,9 @@ these options (losses and metrics compute in float32). A setting the hardware ca
 the run with a message naming the option, or warns where it only runs slowly.
 
 The options may say ``auto``; :func:`resolve_performance` turns them into the settings in effect
-on one device (:class:`EffectivePerformance`), which the other functions here apply. What ``auto``
-chooses, from measurements on a 2-core Xeon (AVX512-BF16) with the default EFNet (README,
+on one device (:class:`EffectivePerformance`), once per run (the model does it at start and logs
+:meth:`EffectivePerformance.describe`); the other functions here apply those settings. What ``auto``
+chooses, from measurements on a 2-core AMD EPYC (AVX512-BF16, no AMX) with the default EFNet (README,
 "Benchmarks"):
 
 * ``amp``: bf16 where the hardware runs it natively: CUDA devices that support bf16, CPUs with
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,12 +40,9 @@ import torch
 from basicsr.utils.errors import InvalidInputError
 from basicsr.utils.option_schema import Key, Section
 
-logger = logging.getLogger(__name__)
-
 _AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 # CPU flags (as /proc/cpuinfo spells them) of instructions that compute in bf16 natively.
 _NATIVE_BF16_CPU_FLAGS = frozenset({'amx_bf16', 'avx512_bf16'})
-
 
 
 def _auto_or_bool(value: Any) -> str | None:
@@ -160,53 +157,44 @@ def _resolve_amp(amp: str | None, device: torch.device, flags: frozenset[str]) -
     return None if amp is None else _AMP_DTYPES[amp]
 
 
-def _effective(perf: Mapping[str, Any] | EffectivePerformance, device: torch.device) -> EffectivePerformance:
-    return perf if isinstance(perf, EffectivePerformance) else resolve_performance(perf, device)
-
-
-def apply_backend_flags(perf: Mapping[str, Any] | EffectivePerformance, device: torch.device) -> None:
+def apply_backend_flags(settings: EffectivePerformance) -> None:
     """Global flags: TF32 and cudnn.benchmark (CUDA only; no effect on the CPU)."""
-    settings = _effective(perf, device)
-    if device.type == 'cuda':
+    if settings.device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
 
 
-def prepare_network(net: torch.nn.Module, perf: Mapping[str, Any] | EffectivePerformance,
-                    device: torch.device) -> torch.nn.Module:
-    """Move ``net`` to ``device`` and apply channels_last and torch.compile as resolved; logs the choices.
+def prepare_network(net: torch.nn.Module, settings: EffectivePerformance) -> torch.nn.Module:
+    """Move ``net`` to ``settings.device`` and apply channels_last and torch.compile as resolved.
 
     With compile, the module keeps its class, parameters and state-dict names: its ``forward`` is
     replaced by the compiled one (``nn.Module.compile``), so checkpoints and EMA copies see the
     plain network.
     """
-    settings = _effective(perf, device)
-    apply_backend_flags(settings, device)
-    net = net.to(device)
+    apply_backend_flags(settings)
+    net = net.to(settings.device)
     if settings.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if settings.compile:
         net.compile()
-    logger.info(settings.describe())
     return net
 
 
-def autocast(perf: Mapping[str, Any] | EffectivePerformance, device: torch.device):
+def autocast(settings: EffectivePerformance):
     """Context manager for the network's forward: autocast in the resolved dtype, or nothing."""
-    settings = _effective(perf, device)
     if settings.amp is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=settings.amp)
+    return torch.autocast(device_type=settings.device.type, dtype=settings.amp)
 
 
-def make_grad_scaler(perf: Mapping[str, Any] | EffectivePerformance, device: torch.device) -> torch.amp.GradScaler:
+def make_grad_scaler(settings: EffectivePerformance) -> torch.amp.GradScaler:
     """A GradScaler, enabled only for fp16 (bf16 needs none)."""
-    return torch.amp.GradScaler(device.type, enabled=_effective(perf, device).amp == torch.float16)
+    return torch.amp.GradScaler(settings.device.type, enabled=settings.amp == torch.float16)
 
 
-def to_memory_format(tensor: torch.Tensor, perf: Mapping[str, Any] | EffectivePerformance) -> torch.Tensor:
-    """An input tensor in the memory format the network was prepared for (resolved for its device)."""
-    if _effective(perf, tensor.device).channels_last and tensor.dim() == 4:
+def to_memory_format(tensor: torch.Tensor, settings: EffectivePerformance) -> torch.Tensor:
+    """An input tensor (on ``settings.device``) in the memory format the network was prepared for."""
+    if settings.channels_last and tensor.dim() == 4:
         return tensor.contiguous(memory_format=torch.channels_last)
     return tensor

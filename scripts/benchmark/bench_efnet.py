@@ -116,14 +116,14 @@ SETTINGS = {
 }
 
 
-def make_forward(net: EFNet, inputs: dict, settings: EffectivePerformance, device: torch.device) -> Callable:
+def make_forward(net: EFNet, inputs: dict, settings: EffectivePerformance) -> Callable:
     """``net`` prepared as the models prepare it (a copy), called on ``inputs`` in its memory format under its
     autocast; returns the outputs in float32."""
-    prepared = prepare_network(copy.deepcopy(net), settings, device)
+    prepared = prepare_network(copy.deepcopy(net), settings)
     prepared_inputs = {name: to_memory_format(t, settings) for name, t in inputs.items()}
 
     def forward() -> list[torch.Tensor]:
-        with autocast(settings, device):
+        with autocast(settings):
             return [out.float() for out in prepared(**prepared_inputs)]
 
     return forward
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in dict.fromkeys(['fp32', *args.settings]):
         settings = resolve_performance(SETTINGS[name], device)
         print(f'{name}: {settings.describe()}')
-        forwards[name] = make_forward(net, inputs, settings, device)
+        forwards[name] = make_forward(net, inputs, settings)
     clock = time.perf_counter if args.clock == 'wall' else time.process_time
     times, warmup_seconds = time_forwards(forwards, args.runs, args.warmup, device, clock)
     medians = {name: statistics.median(values) for name, values in times.items()}

@@ -11,12 +11,25 @@ that builds the model and runs two steps of that setting, ``--memory``).
 Settings: fp32 (``amp: ~, channels_last: false, compile: false``, the plain path), bf16, bf16 +
 channels_last, bf16 + channels_last + compile, auto (the defaults).
 
+With ``--loop`` the table gets a second row per setting: seconds per iteration of ``train.py``'s own
+loop (:class:`~basicsr.engine.training.Trainer`: the prefetcher, data loading from the option file's
+training set, learning rate, step, logging every ``print_freq``, the stop check), with the threads and
+loader workers the Trainer chooses, against the bare step of the same model, rounds alternating. The
+option file's data must exist (the demo's: ``make_synthetic_gopro.py``); checkpoints and validation
+are pushed beyond the timed iterations.
+
 Examples::
 
     python scripts/benchmark/bench_train.py --threads 2 --batch 2 --size 128 --rounds 3
     python scripts/benchmark/bench_train.py --device cuda --batch 8 --size 256 --steps 10 --rounds 3
     # on a busy machine, one thread and CPU time instead of wall time:
     python scripts/benchmark/bench_train.py --threads 1 --clock cpu --settings fp32 auto
+    # the loop of train.py against the bare step, on the demo's data:
+    python scripts/benchmark/bench_train.py --options options/train/Synthetic/EFNet_demo.yml --batch 4 \
+        --size 96 --settings fp32 auto --loop
+    # the default EFNet in train.py's loop against the original network's bare step (--baseline):
+    python scripts/benchmark/bench_train.py --loop --baseline --batch 2 --size 128 --settings fp32 auto \
+        --options options/train/Synthetic/EFNet_demo.yml --set network_g:wf=64
 """
 
 from __future__ import annotations
@@ -32,9 +45,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_efnet import make_baseline
 
 from basicsr.engine.cli import parse_options
 from basicsr.engine.run_setup import build_model
+from basicsr.engine.signals import GracefulStop
+from basicsr.engine.training import Trainer, make_prefetcher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +70,92 @@ def build(option_file: Path, setting: str, device: str):
     overrides.append(f"num_gpu={0 if device == 'cpu' else 1}")
     opt, ctx = parse_options(is_train=True, argv=['-opt', str(option_file), '--force_yml', *overrides])
     return build_model(opt, ctx)
+
+
+class LoopRunner:
+    """Iterations of ``train.py``'s loop body (prefetcher, ``Trainer.train_iteration``) with ``setting``, and bare
+    steps of the same model on a fixed batch of its own data."""
+
+    def __init__(self, option_file: Path, setting: str, device: str, batch: int, size: int,
+                 dataroot: Path | None = None, extra: tuple[str, ...] = ()):
+        overrides = [f'performance:{key}={value}' for key, value in SETTINGS[setting].items()]
+        overrides += [f'datasets:train:dataroot={dataroot}'] if dataroot is not None else []
+        overrides += list(extra)
+        overrides += [f"num_gpu={0 if device == 'cpu' else 1}", f'name=bench_train_loop_{setting}',
+                      'logger:save_checkpoint_freq=100000000', 'val:val_freq=100000000', 'logger:use_tb_logger=false',
+                      'train:total_iter=100000000', f'datasets:train:batch_size_per_gpu={batch}',
+                      f'datasets:train:crop_size={size}']
+        opt, ctx = parse_options(is_train=True, argv=['-opt', str(option_file), '--force_yml', *overrides])
+        self.trainer = Trainer(opt, ctx)
+        self.trainer.setup()
+        self.trainer.last_saved_iter = 0
+        self.trainer.msg_logger = _quiet_message_logger
+        self.prefetcher = make_prefetcher(self.trainer.train_loader, opt['datasets']['train'], ctx.device)
+        self.fixed_batch = self.next_batch()
+        self.threads = torch.get_num_threads()
+
+    def use_original_network(self) -> None:
+        """Train the original network instead (``bench_efnet.make_baseline``: the blocks written the
+        straightforward way, same weights), with its own optimiser."""
+        model = self.trainer.model
+        model.net_g = make_baseline(model.net_g)
+        model.setup_optimizer(model.net_g)
+
+    def next_batch(self) -> dict:
+        batch = self.prefetcher.next()
+        if batch is None:
+            self.prefetcher.reset()
+            batch = self.prefetcher.next()
+        return batch
+
+    def loop(self, iterations: int, stop: GracefulStop) -> None:
+        for _ in range(iterations):
+            self.trainer.train_iteration(self.next_batch(), 0.0, stop)
+
+    def bare(self, steps: int) -> None:
+        model = self.trainer.model
+        for i in range(steps):
+            model.feed_data(self.fixed_batch)
+            model.optimize_parameters(i + 1)
+
+
+def _quiet_message_logger(log: dict) -> None:
+    """Stands for the MessageLogger: the values are still gathered (``get_current_log``), not printed."""
+
+
+def time_loop(args: argparse.Namespace) -> None:
+    """The loop of train.py against the bare step, per setting, rounds alternating (medians)."""
+    def runner(setting: str) -> LoopRunner:
+        return LoopRunner(args.options, setting, args.device, args.batch, args.size, args.dataroot, tuple(args.set))
+
+    runners = {setting: runner(setting) for setting in args.settings}
+    if args.baseline:
+        runners['original fp32'] = runner('fp32')
+        runners['original fp32'].use_original_network()
+    seconds = {(setting, kind): [] for setting in runners for kind in ('loop', 'bare')}
+    with GracefulStop() as stop:
+        for runner in runners.values():
+            runner.loop(args.warmup, stop)
+            runner.bare(args.warmup)
+        for _ in range(args.rounds):
+            for setting, runner in runners.items():
+                for kind in ('loop', 'bare'):
+                    start = clock(args.clock)
+                    runner.loop(args.steps, stop) if kind == 'loop' else runner.bare(args.steps)
+                    seconds[setting, kind].append((clock(args.clock) - start) / args.steps)
+    threads = ', '.join(f'{setting} {runner.threads}' for setting, runner in runners.items())
+    print(f'\ntrain.py loop against the bare step, {args.options.name}: batch {args.batch} at {args.size}x'
+          f'{args.size}, compute threads as the Trainer sizes them ({threads}), clock {args.clock}, '
+          f'load average {os.getloadavg()[0]:.2f}')
+    reference = 'original fp32' if args.baseline else 'fp32'
+    baseline = statistics.median(seconds[reference, 'bare']) if reference in runners else None
+    print(f'{"setting":<16} | {"bare s/it":>9} | {"loop s/it":>9} | {"loop/bare":>9} | '
+          f'{"loop vs " + reference + " bare":>26}')
+    print('-' * 82)
+    for setting in runners:
+        bare, loop = statistics.median(seconds[setting, 'bare']), statistics.median(seconds[setting, 'loop'])
+        ratio = f'{baseline / loop:.2f}x' if baseline else ''
+        print(f'{setting:<16} | {bare:>9.3f} | {loop:>9.3f} | {loop / bare:>9.2f} | {ratio:>26}')
 
 
 def synthetic_batch(batch: int, size: int, ev_chn: int) -> dict[str, torch.Tensor]:
@@ -113,12 +215,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
                         help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
     parser.add_argument('--memory', action='store_true', help='CPU: also measure peak memory (one process each)')
+    parser.add_argument('--loop', action='store_true',
+                        help="time train.py's loop (data loading included) against the bare step instead")
+    parser.add_argument('--dataroot', type=Path, help='--loop: training data folder instead of the option file\'s')
+    parser.add_argument('--baseline', action='store_true',
+                        help='--loop: also the original network (bench_efnet.py), float32; the ratios are against it')
+    parser.add_argument('--set', nargs='+', default=[], metavar='a:b=value',
+                        help='--loop: more option overrides (as --force_yml), e.g. network_g:wf=64')
     parser.add_argument('--child-memory', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.loop:
+        time_loop(args)
+        return
     torch.set_num_threads(args.threads)
     if args.child_memory:
         child_memory(args)
