@@ -224,7 +224,7 @@ class Deblurrer:
         try:
             network = EFNet(**self.options)
             load_network(network, weights, strict=True, param_key=param_key)
-            self.net = prepare_network(network.eval(), self.perf, self.device)
+            self.net = prepare_network(network.eval(), self.perf)
         except CheckpointError as error:
             raise InvalidInputError(str(error)) from error
         except ValueError as error:  # the network's or the device's settings
@@ -277,7 +277,7 @@ class Deblurrer:
                   tensor(prepared.voxel), mask]
 
         def forward(frame: torch.Tensor, voxel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-            with autocast(self.perf, self.device):
+            with autocast(self.perf):
                 return self.net(frame, voxel, mask)[-1].float()
 
         if self.tile is None:
