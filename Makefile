@@ -25,12 +25,12 @@ endif
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@
 
-test: setup
-	$(PY) -m ruff check basicsr scripts tests
+test: lint
 	$(PY) -m pytest -q -n 2 tests
 
 lint: setup
-	$(PY) -m ruff check basicsr scripts tests
+	$(PY) -m ruff check basicsr scripts tests setup.py
+	$(PY) -m ruff format --check basicsr scripts tests setup.py
 
 # ---- demo: synthetic GoPro-like data -> train a small EFNet -> test.py -> figures/demo_comparison.png
 DEMO_TRAIN_OPT := options/train/Synthetic/EFNet_demo.yml

@@ -39,7 +39,7 @@ def has_h5_files(folder: Path) -> bool:
 def ensure_synthetic_data(train_opt, test_opt) -> None:
     folders = [Path(train_opt['datasets']['train']['dataroot']), Path(test_opt['datasets']['test']['dataroot'])]
     if all(has_h5_files(ROOT / f) for f in folders):
-        print(f"Synthetic data found in {', '.join(map(str, folders))}.")
+        print(f'Synthetic data found in {", ".join(map(str, folders))}.')
         return
     run([sys.executable, 'scripts/data_preparation/make_synthetic_gopro.py'])
 
@@ -76,7 +76,7 @@ def comparison_figure(test_opt, visualization: Path, out_path: Path, samples: in
         if item['seq'] in seen:
             continue
         seen.add(item['seq'])
-        output = imread(visualization / dataset_opt['name'] / item['seq'] / f"{item['index']:04d}.png")
+        output = imread(visualization / dataset_opt['name'] / item['seq'] / f'{item["index"]:04d}.png')
         panels = [
             label(tensor2img(item['frame'], rgb2bgr=False), 'blurry'),
             label(event_image(item['voxel'].numpy()), 'events (SCER)'),
@@ -109,7 +109,7 @@ def main() -> None:
         print(f'\n{set_name}:')
         for kind in ('input', 'output'):
             values = ', '.join(f'{k} {v:.4f}' for k, v in summary[kind].items())
-            print(f"  {'blurry input' if kind == 'input' else 'EFNet output'}: {values}")
+            print(f'  {"blurry input" if kind == "input" else "EFNet output"}: {values}')
         gain = summary['output']['psnr'] - summary['input']['psnr']
         print(f'  PSNR gain: {gain:+.2f} dB')
     comparison_figure(test_opt, results / 'visualization', ROOT / args.figure)

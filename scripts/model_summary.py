@@ -70,8 +70,11 @@ def module_flops(counter: FlopCounterMode, prefix: str) -> int:
     Containers that are never called themselves (nn.ModuleList) have no entry of their own, so
     the outermost entries below ``prefix`` are summed.
     """
-    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
-              if name == prefix or name.startswith(prefix + '.')}
+    counts = {
+        name: sum(ops.values())
+        for name, ops in counter.get_flop_counts().items()
+        if name == prefix or name.startswith(prefix + '.')
+    }
     outermost = [name for name in counts if not any(name.startswith(other + '.') for other in counts)]
     return sum(counts[name] for name in outermost)
 
@@ -97,10 +100,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('-opt', '--opt', help='option file whose network_g is summarised')
     source.add_argument('--arch', help='registered architecture name, e.g. EFNet')
-    parser.add_argument('--arch-args', nargs='*', default=[], metavar='KEY=VALUE',
-                        help='constructor arguments for --arch, values as YAML literals')
-    parser.add_argument('--size', type=int, nargs=3, default=(3, 256, 256), metavar=('C', 'H', 'W'),
-                        help='image size (default 3 256 256)')
+    parser.add_argument(
+        '--arch-args',
+        nargs='*',
+        default=[],
+        metavar='KEY=VALUE',
+        help='constructor arguments for --arch, values as YAML literals',
+    )
+    parser.add_argument(
+        '--size',
+        type=int,
+        nargs=3,
+        default=(3, 256, 256),
+        metavar=('C', 'H', 'W'),
+        help='image size (default 3 256 256)',
+    )
     args = parser.parse_args(argv)
     if args.opt is not None and args.arch_args:
         parser.error('--arch-args goes with --arch; with -opt, edit network_g in the option file')

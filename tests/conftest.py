@@ -40,14 +40,19 @@ def run_python():
     """``run_python(*args, env=None, cwd=REPO_ROOT, repo_on_path=True)``: run ``sys.executable *args`` (with the
     repository on PYTHONPATH unless ``repo_on_path`` is False); returns the CompletedProcess (text stdout/stderr)."""
 
-    def run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT, repo_on_path: bool = True,
-            timeout: float = 60):
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
+        repo_on_path: bool = True,
+        timeout: float = 60,
+    ):
         full_env = {**os.environ, **(env or {})}
         if repo_on_path:
             full_env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get('PYTHONPATH')]))
-        return subprocess.run([sys.executable, *args], check=False, cwd=cwd, env=full_env, capture_output=True,
-                              text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [sys.executable, *args], check=False, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
 
     return run
 

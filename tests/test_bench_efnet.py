@@ -31,13 +31,36 @@ def test_the_per_spec_baseline_gives_the_same_outputs(bench, with_mask):
 
 
 def test_the_script_reports_a_table_with_the_baselines(bench, capsys):
-    bench.main(['--size', '8', '12', '--wf', '8', '--runs', '3', '--warmup', '0', '--threads', '1', '--baseline',
-                '--settings', 'fp32', 'bf16+cl', 'auto'])
+    bench.main(
+        [
+            '--size',
+            '8',
+            '12',
+            '--wf',
+            '8',
+            '--runs',
+            '3',
+            '--warmup',
+            '0',
+            '--threads',
+            '1',
+            '--baseline',
+            '--settings',
+            'fp32',
+            'bf16+cl',
+            'auto',
+        ]
+    )
     output = capsys.readouterr().out
     assert 'EFNet wf=8 (134,989 parameters), input 1x3x8x12, mask=True' in output
-    rows = {m.group(1): m.groups()[1:] for m in re.finditer(
-        r'^(original|fp32|bf16\+cl|auto) +\| +([\d.]+) \| +([\d.]+)x \| +([\d.]+)x \| +([\d.e+-]+) \|', output,
-        re.MULTILINE)}
+    rows = {
+        m.group(1): m.groups()[1:]
+        for m in re.finditer(
+            r'^(original|fp32|bf16\+cl|auto) +\| +([\d.]+) \| +([\d.]+)x \| +([\d.]+)x \| +([\d.e+-]+) \|',
+            output,
+            re.MULTILINE,
+        )
+    }
     assert set(rows) == {'original', 'fp32', 'bf16+cl', 'auto'}
     assert rows['fp32'][1] == '1.00'
     assert float(rows['original'][3]) < 1e-5  # the original network's output against ours in fp32

@@ -24,10 +24,14 @@ def make_items(count, seed=0, height=HEIGHT, width=WIDTH):
     items = []
     for _ in range(count):
         voxel = np.round(rng.normal(scale=3, size=(CHANNELS, height, width))).astype(np.float32)
-        items.append((rng.integers(0, 256, (3, height, width), dtype=np.uint8),
-                      rng.integers(0, 256, (3, height, width), dtype=np.uint8),
-                      voxel,
-                      np.where(voxel.any(axis=0, keepdims=True), 255, 0).astype(np.uint8)))
+        items.append(
+            (
+                rng.integers(0, 256, (3, height, width), dtype=np.uint8),
+                rng.integers(0, 256, (3, height, width), dtype=np.uint8),
+                voxel,
+                np.where(voxel.any(axis=0, keepdims=True), 255, 0).astype(np.uint8),
+            )
+        )
     return items
 
 
@@ -53,9 +57,21 @@ def write_file(path, items, with_max_abs=True):
 
 
 def options(dataroot, **overrides):
-    opt = {'name': 'test', 'type': 'H5ImageDataset', 'phase': 'train', 'dataroot': str(dataroot),
-           'norm_voxel': True, 'return_voxel': True, 'return_mask': True, 'return_gt_frame': True,
-           'use_mask': True, 'crop_size': None, 'use_flip': False, 'use_rot': False, 'io_backend': {'type': 'h5'}}
+    opt = {
+        'name': 'test',
+        'type': 'H5ImageDataset',
+        'phase': 'train',
+        'dataroot': str(dataroot),
+        'norm_voxel': True,
+        'return_voxel': True,
+        'return_mask': True,
+        'return_gt_frame': True,
+        'use_mask': True,
+        'crop_size': None,
+        'use_flip': False,
+        'use_rot': False,
+        'io_backend': {'type': 'h5'},
+    }
     opt.update(overrides)
     return validated(DATASET_REGISTRY, opt)
 
@@ -69,8 +85,21 @@ def one_file(tmp_path):
 
 def test_registered_and_schema_lists_every_official_key():
     assert DATASET_REGISTRY.get('H5ImageDataset') is H5ImageDataset
-    official = {'dataroot', 'norm_voxel', 'return_voxel', 'return_mask', 'return_gt_frame', 'use_mask', 'crop_size',
-                'use_flip', 'use_rot', 'filename_tmpl', 'io_backend', 'mean', 'std'}
+    official = {
+        'dataroot',
+        'norm_voxel',
+        'return_voxel',
+        'return_mask',
+        'return_gt_frame',
+        'use_mask',
+        'crop_size',
+        'use_flip',
+        'use_rot',
+        'filename_tmpl',
+        'io_backend',
+        'mean',
+        'std',
+    }
     assert official | {'use_hflip', 'use_vflip', 'use_rot90'} == set(H5ImageDataset.option_schema)
 
 
@@ -81,8 +110,12 @@ def test_item_keys_dtypes_and_values(one_file):
     item = dataset[1]
     assert set(item) == {'frame', 'frame_gt', 'voxel', 'mask', 'seq', 'index', 'name'}
     blurry, sharp, voxel, mask = items[1]
-    for key, expected in (('frame', blurry / 255.0), ('frame_gt', sharp / 255.0),
-                          ('voxel', voxel / np.abs(voxel).max()), ('mask', mask / 255.0)):
+    for key, expected in (
+        ('frame', blurry / 255.0),
+        ('frame_gt', sharp / 255.0),
+        ('voxel', voxel / np.abs(voxel).max()),
+        ('mask', mask / 255.0),
+    ):
         assert item[key].dtype == torch.float32
         np.testing.assert_allclose(item[key].numpy(), expected, rtol=1e-6, atol=1e-7)
     assert item['voxel'].abs().max() == 1.0
@@ -92,8 +125,9 @@ def test_item_keys_dtypes_and_values(one_file):
 
 def test_return_flags_leave_keys_out(one_file):
     root, _ = one_file
-    item = H5ImageDataset(options(root, return_voxel=False, return_mask=False, use_mask=False,
-                                  return_gt_frame=False))[0]
+    item = H5ImageDataset(options(root, return_voxel=False, return_mask=False, use_mask=False, return_gt_frame=False))[
+        0
+    ]
     assert set(item) == {'frame', 'seq', 'index', 'name'}
 
 
@@ -114,8 +148,12 @@ def test_all_zero_voxel_gives_zeros_not_nan(tmp_path, with_max_abs):
 def _locate_crop(full, crop):
     """(top, left) where the (3, s, s) ``crop`` lies in the (3, H, W) ``full``."""
     size = crop.shape[1]
-    hits = [(top, left) for top in range(full.shape[1] - size + 1) for left in range(full.shape[2] - size + 1)
-            if np.array_equal(full[:, top:top + size, left:left + size], crop)]
+    hits = [
+        (top, left)
+        for top in range(full.shape[1] - size + 1)
+        for left in range(full.shape[2] - size + 1)
+        if np.array_equal(full[:, top : top + size, left : left + size], crop)
+    ]
     assert len(hits) == 1
     return hits[0]
 
@@ -134,7 +172,7 @@ def test_crop_reads_the_same_window_of_every_array_normalised_by_the_full_frame(
         frame = np.round(item['frame'].numpy() * 255).astype(np.uint8)
         top, left = _locate_crop(blurry, frame)
         corners.add((top, left))
-        window = np.s_[:, top:top + 5, left:left + 5]
+        window = np.s_[:, top : top + 5, left : left + 5]
         np.testing.assert_array_equal(np.round(item['frame_gt'].numpy() * 255), sharp[window])
         np.testing.assert_allclose(item['voxel'].numpy(), voxel[window] / 100.0, rtol=1e-6)
         np.testing.assert_array_equal(item['mask'].numpy(), mask[window] / 255.0)
@@ -146,8 +184,9 @@ def test_crop_corners_cover_the_whole_range(tmp_path):
     write_file(tmp_path / 's.h5', items)
     dataset = H5ImageDataset(options(tmp_path, crop_size=5, return_voxel=False, return_mask=False, use_mask=False))
     torch.manual_seed(1)
-    corners = {_locate_crop(items[0][0], np.round(dataset[0]['frame'].numpy() * 255).astype(np.uint8))
-               for _ in range(60)}
+    corners = {
+        _locate_crop(items[0][0], np.round(dataset[0]['frame'].numpy() * 255).astype(np.uint8)) for _ in range(60)
+    }
     assert corners == {(top, left) for top in range(2) for left in range(3)}
 
 
@@ -180,11 +219,14 @@ def test_use_rot_and_default_extra_augmentations_change_nothing(one_file):
         np.testing.assert_array_equal(item['frame'].numpy(), items[2][0] / np.float32(255))
 
 
-@pytest.mark.parametrize(('key', 'transform'), [
-    ('use_hflip', lambda a: np.flip(a, axis=2)),
-    ('use_vflip', lambda a: np.flip(a, axis=1)),
-    ('use_rot90', lambda a: np.rot90(a, axes=(1, 2))),
-])
+@pytest.mark.parametrize(
+    ('key', 'transform'),
+    [
+        ('use_hflip', lambda a: np.flip(a, axis=2)),
+        ('use_vflip', lambda a: np.flip(a, axis=1)),
+        ('use_rot90', lambda a: np.rot90(a, axes=(1, 2))),
+    ],
+)
 def test_extra_augmentations_transform_all_arrays_together(tmp_path, key, transform):
     items = make_items(1, height=8, width=8)
     write_file(tmp_path / 's.h5', items)
@@ -219,8 +261,14 @@ def test_dataroot_folder_is_read_in_sorted_order_and_names_are_unique(tmp_path):
     assert [p.split('/')[-1] for p, _ in dataset.samples_per_file] == ['a_seq.h5', 'b_seq.h5', 'c.seq.h5']
     assert [c for _, c in dataset.samples_per_file] == [3, 2, 1]
     names = [dataset[i]['name'] for i in range(len(dataset))]
-    assert names == ['a_seq/000000000', 'a_seq/000000001', 'a_seq/000000002', 'b_seq/000000000',
-                     'b_seq/000000001', 'c/000000000']
+    assert names == [
+        'a_seq/000000000',
+        'a_seq/000000001',
+        'a_seq/000000002',
+        'b_seq/000000000',
+        'b_seq/000000001',
+        'c/000000000',
+    ]
     assert [dataset[i]['index'] for i in range(len(dataset))] == [0, 1, 2, 0, 1, 0]
     np.testing.assert_array_equal(dataset[4]['frame'].numpy() * 255, make_items(2, 1)[1][0])
 
@@ -254,8 +302,11 @@ def test_dataroot_errors(tmp_path):
 def test_file_errors_name_the_file_and_key(tmp_path):
     items = make_items(2)
     write_items(tmp_path / 'nomask.h5', items, groups=('sharp', 'voxel'))
-    with pytest.raises(ValueError, match="HDF5 file '.*nomask.h5' has no group 'masks' \\(found: images, "
-                                         'sharp_images, voxels\\); make it with scripts/data_preparation'):
+    with pytest.raises(
+        ValueError,
+        match="HDF5 file '.*nomask.h5' has no group 'masks' \\(found: images, "
+        'sharp_images, voxels\\); make it with scripts/data_preparation',
+    ):
         H5ImageDataset(options(tmp_path))
     assert len(H5ImageDataset(options(tmp_path, return_mask=False, use_mask=False))) == 2
     (tmp_path / 'zz_broken.h5').write_bytes(b'\x00' * 64)
@@ -315,12 +366,18 @@ def test_dataroot_may_name_one_h5_file_and_a_list_file_that_is_not_text_is_named
     dataset = H5ImageDataset(options(tmp_path / 'seqB.h5'))
     assert dataset.samples_per_file == [(str(tmp_path / 'seqB.h5'), 3)]
     (tmp_path / 'seqB.h5').rename(tmp_path / 'seqB.data')
-    with pytest.raises(InvalidInputError, match=r"dataroot '.*seqB.data' is an HDF5 file, but only names ending in "
-                                                r'.h5 or .hdf5 are read as data files.*rename it'):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"dataroot '.*seqB.data' is an HDF5 file, but only names ending in "
+        r'.h5 or .hdf5 are read as data files.*rename it',
+    ):
         H5ImageDataset(options(tmp_path / 'seqB.data'))
     (tmp_path / 'list.txt').write_bytes(b'\xff\xfe binary')
-    with pytest.raises(InvalidInputError, match=r"dataroot '.*list.txt' is neither a folder, nor a .h5 / .hdf5 file, "
-                                                r"nor a text list of such files \(invalid start byte: b'\\xff'\)"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"dataroot '.*list.txt' is neither a folder, nor a .h5 / .hdf5 file, "
+        r"nor a text list of such files \(invalid start byte: b'\\xff'\)",
+    ):
         H5ImageDataset(options(tmp_path / 'list.txt'))
 
 
@@ -336,8 +393,11 @@ def test_a_nan_voxel_names_file_and_item_in_training_and_testing(tmp_path, with_
                 handle[item_key('voxels', n)].attrs['max_abs'] = np.abs(voxel).max()
     dataset = H5ImageDataset(options(tmp_path, phase=phase, crop_size=crop_size))
     dataset[2]
-    with pytest.raises(InvalidInputError, match=r"HDF5 file '.*seq.h5': 'voxels/voxel000000003' (contains NaN|has "
-                                                'the attribute max_abs = nan)'):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"HDF5 file '.*seq.h5': 'voxels/voxel000000003' (contains NaN|has "
+        'the attribute max_abs = nan)',
+    ):
         for _ in range(20):  # every crop, wherever it lands
             dataset[3]
 
@@ -349,6 +409,7 @@ def test_a_nan_voxel_read_in_a_loader_worker_reaches_the_caller_as_one_message(t
     loader = torch.utils.data.DataLoader(H5ImageDataset(options(tmp_path, phase='test')), num_workers=1)
     with pytest.raises(InvalidInputError) as info:
         list(loader)
-    assert str(info.value).startswith(f"HDF5 file '{tmp_path / 'seq.h5'}': 'voxels/voxel000000001' contains "
-                                      'infinity (1 of')
+    assert str(info.value).startswith(
+        f"HDF5 file '{tmp_path / 'seq.h5'}': 'voxels/voxel000000001' contains infinity (1 of"
+    )
     assert 'Traceback' not in str(info.value)

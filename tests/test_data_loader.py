@@ -85,9 +85,18 @@ def test_worker_init_fn_seeds_every_generator_with_its_own_seed(monkeypatch):
 
 
 def train_options(**overrides):
-    opt = {'name': 'numbers', 'type': 'H5ImageDataset', 'phase': 'train', 'batch_size_per_gpu': 2,
-           'num_worker_per_gpu': 0, 'use_shuffle': True, 'prefetch_mode': None, 'num_prefetch_queue': 1,
-           'pin_memory': False, 'persistent_workers': False}
+    opt = {
+        'name': 'numbers',
+        'type': 'H5ImageDataset',
+        'phase': 'train',
+        'batch_size_per_gpu': 2,
+        'num_worker_per_gpu': 0,
+        'use_shuffle': True,
+        'prefetch_mode': None,
+        'num_prefetch_queue': 1,
+        'pin_memory': False,
+        'persistent_workers': False,
+    }
     opt.update(overrides)
     return freeze(opt)
 
@@ -106,12 +115,14 @@ def test_train_loader_batches_shuffles_and_drops_the_last_partial_batch():
 
 
 def test_workers_get_distinct_seeds():
-    loader = build_dataloader(Numbers(4), train_options(num_worker_per_gpu=2, batch_size_per_gpu=1,
-                                                        use_shuffle=False), seed=3)
+    loader = build_dataloader(
+        Numbers(4), train_options(num_worker_per_gpu=2, batch_size_per_gpu=1, use_shuffle=False), seed=3
+    )
     draws = {batch['value'].item(): batch['draw'].item() for batch in loader}
     assert len(set(draws.values())) == 4
-    again = build_dataloader(Numbers(4), train_options(num_worker_per_gpu=2, batch_size_per_gpu=1,
-                                                       use_shuffle=False), seed=3)
+    again = build_dataloader(
+        Numbers(4), train_options(num_worker_per_gpu=2, batch_size_per_gpu=1, use_shuffle=False), seed=3
+    )
     assert {batch['value'].item(): batch['draw'].item() for batch in again} == draws
 
 
@@ -128,8 +139,9 @@ def test_unknown_phase_is_rejected():
 
 
 def test_prefetch_mode_cpu_gives_a_prefetch_loader_that_yields_everything():
-    loader = build_dataloader(Numbers(9), train_options(prefetch_mode='cpu', num_prefetch_queue=2,
-                                                        use_shuffle=False, batch_size_per_gpu=3))
+    loader = build_dataloader(
+        Numbers(9), train_options(prefetch_mode='cpu', num_prefetch_queue=2, use_shuffle=False, batch_size_per_gpu=3)
+    )
     assert isinstance(loader, PrefetchDataLoader) and loader.num_prefetch_queue == 2
     assert [batch['value'].tolist() for batch in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     assert len(list(loader)) == 3  # a second pass works too
@@ -173,8 +185,9 @@ def test_build_dataset_logs_samples_per_file_and_total(tmp_path, caplog):
         with TrainingH5Writer(tmp_path / name) as writer:
             for frame in blurry:
                 writer.add(frame, voxel=np.ones((6, 4, 4), np.float32), sharp=frame)
-    opt = validated(DATASET_REGISTRY, {'name': 'tiny', 'type': 'H5ImageDataset', 'phase': 'val',
-                                       'dataroot': str(tmp_path)})
+    opt = validated(
+        DATASET_REGISTRY, {'name': 'tiny', 'type': 'H5ImageDataset', 'phase': 'val', 'dataroot': str(tmp_path)}
+    )
     with caplog.at_level(logging.INFO, logger='basicsr.engine'):
         dataset = build_dataset(opt)
     assert len(dataset) == 5

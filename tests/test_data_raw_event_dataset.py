@@ -22,6 +22,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 def raw_options(**keys):
     return validated(DATASET_REGISTRY, {'type': 'RawEventDataset', **keys})
 
+
 HEIGHT, WIDTH, FRAMES = 6, 8, 4
 
 
@@ -29,20 +30,31 @@ def write_recording(path, exposures=True, sharp=True, seed=0):
     """4 colour frames at t = 0, 0.1, 0.2, 0.3 s and 400 random events between them."""
     rng = np.random.default_rng(seed)
     ts = np.sort(rng.uniform(0, 0.3, 400))
-    events = {'xs': rng.integers(0, WIDTH, 400), 'ys': rng.integers(0, HEIGHT, 400), 'ts': ts,
-              'ps': rng.choice(np.array([-1, 1]), 400)}
+    events = {
+        'xs': rng.integers(0, WIDTH, 400),
+        'ys': rng.integers(0, HEIGHT, 400),
+        'ts': ts,
+        'ps': rng.choice(np.array([-1, 1]), 400),
+    }
     frames = rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
     times = np.arange(FRAMES) * 0.1
-    write_raw_events_h5(path, events, (HEIGHT, WIDTH), frames=frames, frame_timestamps=times,
-                        exposures=np.stack([times - 0.02, times + 0.02], 1) if exposures else None,
-                        sharp_frames=255 - frames if sharp else None)
+    write_raw_events_h5(
+        path,
+        events,
+        (HEIGHT, WIDTH),
+        frames=frames,
+        frame_timestamps=times,
+        exposures=np.stack([times - 0.02, times + 0.02], 1) if exposures else None,
+        sharp_frames=255 - frames if sharp else None,
+    )
     return events, frames
 
 
 def test_registered_with_its_own_keys():
     assert DATASET_REGISTRY.get('RawEventDataset') is RawEventDataset
     assert {'mode', 'num_bins', 'keep_middle', 'add_noise', 'crop_size', 'use_flip', 'dataroot'} <= set(
-        RawEventDataset.option_schema)
+        RawEventDataset.option_schema
+    )
 
 
 def test_gopro_items_match_an_independent_scer(tmp_path):
@@ -118,7 +130,10 @@ def test_broken_events_name_the_file_the_events_and_the_item(tmp_path):
         handle['events/ts'][...] = ts
     dataset = RawEventDataset(raw_options(dataroot=str(tmp_path / 'rec.h5'), return_mask=True))
     dataset[0]
-    with pytest.raises(InvalidInputError, match=r"events file '.*rec.h5' \(events \d+..\d+\): timestamps must be "
-                                                r'finite numbers, found ts\[\d+\] = nan .*\(item 1 of rec, raw '
-                                                r'frame 2\)'):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"events file '.*rec.h5' \(events \d+..\d+\): timestamps must be "
+        r'finite numbers, found ts\[\d+\] = nan .*\(item 1 of rec, raw '
+        r'frame 2\)',
+    ):
         dataset[1]

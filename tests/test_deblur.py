@@ -48,8 +48,7 @@ def tiny_weights(path: Path, wf: int = 8, depth: int = 2, ev_chn: int = 6, key: 
 def random_events(n: int, t0: float, t1: float, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     ts = np.sort(rng.uniform(t0, t1, n))
-    return {'xs': rng.integers(0, WIDTH, n), 'ys': rng.integers(0, HEIGHT, n), 'ts': ts,
-            'ps': rng.integers(0, 2, n)}
+    return {'xs': rng.integers(0, WIDTH, n), 'ys': rng.integers(0, HEIGHT, n), 'ts': ts, 'ps': rng.integers(0, 2, n)}
 
 
 @pytest.fixture(scope='module')
@@ -61,34 +60,80 @@ def scene(tmp_path_factory):
     cv2.imwrite(str(root / 'blurry.png'), frame)
     events = random_events(3000, 0.0, 0.1)
     (root / 'raw').mkdir()
-    write_raw_events_h5(root / 'raw' / 'scene.h5', events, (HEIGHT, WIDTH), frames=frame[None],
-                        frame_timestamps=np.array([0.05]), exposures=np.array([[0.02, 0.08]]))
+    write_raw_events_h5(
+        root / 'raw' / 'scene.h5',
+        events,
+        (HEIGHT, WIDTH),
+        frames=frame[None],
+        frame_timestamps=np.array([0.05]),
+        exposures=np.array([[0.02, 0.08]]),
+    )
     table = np.stack([events['ts'] * 1e3, events['xs'], events['ys'], events['ps']], axis=1)
     np.savetxt(root / 'events.txt', table, fmt=['%.9f', '%d', '%d', '%d'])
-    return {'root': root, 'frame': frame, 'h5': root / 'raw' / 'scene.h5', 'txt': root / 'events.txt',
-            'weights': tiny_weights(root / 'tiny.pth')}
+    return {
+        'root': root,
+        'frame': frame,
+        'h5': root / 'raw' / 'scene.h5',
+        'txt': root / 'events.txt',
+        'weights': tiny_weights(root / 'tiny.pth'),
+    }
 
 
 def test_one_frame_equals_convert_make_voxels_and_test_py(scene, tmp_path, run_python):
     convert_events, make_voxels = load_script(SCRIPTS / 'convert_events.py'), load_script(SCRIPTS / 'make_voxels.py')
     assert convert_events.main(['--input', str(scene['h5']), '--output', str(tmp_path / 'raw' / 'scene.h5')]) == 0
-    assert make_voxels.main(['--input_path', str(tmp_path / 'raw'), '--save_path', str(tmp_path / 'test'),
-                             '--mode', 'reblur']) == 0
-    options = {'name': 'pipeline', 'model_type': 'TestImageEventRestorationModel', 'num_gpu': 0,
-               'datasets': {'test': {'name': 'mine', 'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'test'),
-                                     'return_gt_frame': False, 'return_mask': True, 'use_mask': True}},
-               'network_g': {'type': 'EFNet', 'wf': 8, 'depth': 2, 'num_heads': [1, 2]},
-               'path': {'root': str(tmp_path), 'pretrain_network_g': str(scene['weights'])},
-               'val': {'save_img': True, 'rgb2bgr': False}}
+    assert (
+        make_voxels.main(
+            ['--input_path', str(tmp_path / 'raw'), '--save_path', str(tmp_path / 'test'), '--mode', 'reblur']
+        )
+        == 0
+    )
+    options = {
+        'name': 'pipeline',
+        'model_type': 'TestImageEventRestorationModel',
+        'num_gpu': 0,
+        'datasets': {
+            'test': {
+                'name': 'mine',
+                'type': 'H5ImageDataset',
+                'dataroot': str(tmp_path / 'test'),
+                'return_gt_frame': False,
+                'return_mask': True,
+                'use_mask': True,
+            }
+        },
+        'network_g': {'type': 'EFNet', 'wf': 8, 'depth': 2, 'num_heads': [1, 2]},
+        'path': {'root': str(tmp_path), 'pretrain_network_g': str(scene['weights'])},
+        'val': {'save_img': True, 'rgb2bgr': False},
+    }
     (tmp_path / 'test.yml').write_text(yaml.safe_dump(options))
     result = run_python(str(REPO_ROOT / 'basicsr' / 'test.py'), '-opt', str(tmp_path / 'test.yml'), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     expected = cv2.imread(str(next((tmp_path / 'results' / 'pipeline' / 'visualization').rglob('*.png'))))
 
     # the same frame and events, the events as text in milliseconds
-    assert run_deblur(['--weights', str(scene['weights']), '--image', str(scene['root'] / 'blurry.png'),
-                       '--events', str(scene['txt']), '--time_unit', 'ms', '--exposure', '20', '80',
-                       '--output', str(tmp_path / 'sharp.png'), '--device', 'cpu']) == 0
+    assert (
+        run_deblur(
+            [
+                '--weights',
+                str(scene['weights']),
+                '--image',
+                str(scene['root'] / 'blurry.png'),
+                '--events',
+                str(scene['txt']),
+                '--time_unit',
+                'ms',
+                '--exposure',
+                '20',
+                '80',
+                '--output',
+                str(tmp_path / 'sharp.png'),
+                '--device',
+                'cpu',
+            ]
+        )
+        == 0
+    )
     output = cv2.imread(str(tmp_path / 'sharp.png'))
     assert output.shape == (HEIGHT, WIDTH, 3)
     assert np.abs(output.astype(int) - expected.astype(int)).max() <= 1
@@ -99,10 +144,21 @@ def test_voxel_and_masks_of_hand_made_events():
     # 6 bins over [t0, t0 + 0.06): boundaries every 0.01 s, t_mid = t0 + 0.03; absolute Unix-like times
     t0 = 1.6e9
     pixels = {'a': (0, 0), 'b': (1, 0), 'c': (0, 1), 'd': (1, 1), 'e': (2, 1)}
-    rows = [(0.0, 'a', 1), (0.005, 'e', 1), (0.015, 'b', 0), (0.035, 'c', 1), (0.055, 'd', 1), (0.0555, 'e', 1),
-            (0.06, 'd', 0)]  # the last event only closes the window: SCER does not count it
-    events = {'ts': np.array([t0 + t for t, _, _ in rows]), 'xs': np.array([pixels[p][0] for _, p, _ in rows]),
-              'ys': np.array([pixels[p][1] for _, p, _ in rows]), 'ps': np.array([p for _, _, p in rows])}
+    rows = [
+        (0.0, 'a', 1),
+        (0.005, 'e', 1),
+        (0.015, 'b', 0),
+        (0.035, 'c', 1),
+        (0.055, 'd', 1),
+        (0.0555, 'e', 1),
+        (0.06, 'd', 0),
+    ]  # the last event only closes the window: SCER does not count it
+    events = {
+        'ts': np.array([t0 + t for t, _, _ in rows]),
+        'xs': np.array([pixels[p][0] for _, p, _ in rows]),
+        'ys': np.array([pixels[p][1] for _, p, _ in rows]),
+        'ps': np.array([p for _, _, p in rows]),
+    }
     expected = np.zeros((6, 2, 3), dtype=np.float32)
 
     def put(channels, pixel, value):
@@ -140,9 +196,25 @@ def test_recording_writes_every_frame_a_video_and_warns_about_sparse_windows(tmp
     collected = MessageCollector()
     basicsr_logger.addHandler(collected)
     try:
-        assert run_deblur(['--weights', str(weights), '--recording', str(STREET), '--output', str(out),
-                           '--video', str(tmp_path / 'street.mp4'), '--contact_sheet', str(out / 'sheet' / 's.png'),
-                           '--device', 'cpu']) == 0
+        assert (
+            run_deblur(
+                [
+                    '--weights',
+                    str(weights),
+                    '--recording',
+                    str(STREET),
+                    '--output',
+                    str(out),
+                    '--video',
+                    str(tmp_path / 'street.mp4'),
+                    '--contact_sheet',
+                    str(out / 'sheet' / 's.png'),
+                    '--device',
+                    'cpu',
+                ]
+            )
+            == 0
+        )
     finally:
         basicsr_logger.removeHandler(collected)
     frames = sorted(out.glob('*.png'))
@@ -158,27 +230,48 @@ def test_recording_writes_every_frame_a_video_and_warns_about_sparse_windows(tmp
     listed = [w for w in warnings if 'events touching' in w]  # 0.5 ms exposures: a few dozen events per window
     assert len(listed) == 5 and listed[0].startswith('frame 1 (t = 1589163147405215 µs): 12 events touching 12 of')
     assert any(w.startswith('58 of 59 frames have exposure windows whose events touch under 0.1 %') for w in warnings)
-    assert any(w.startswith('frame 0 (t = 1589163147365215 µs): its exposure window [1589163147.364965, '
-                            '1589163147.365465) s is outside the events') for w in warnings)  # before the first event
+    assert any(
+        w.startswith(
+            'frame 0 (t = 1589163147365215 µs): its exposure window [1589163147.364965, '
+            '1589163147.365465) s is outside the events'
+        )
+        for w in warnings
+    )  # before the first event
 
 
 @pytest.mark.parametrize(('wf', 'depth', 'ev_chn'), [(8, 2, 6), (16, 3, 7), (64, 3, 6), (8, 3, 7), (16, 2, 6)])
 def test_settings_are_read_from_the_shapes(wf, depth, ev_chn):
     heads = (1, 2, 4)[:depth]
     state_dict = EFNet(wf=wf, depth=depth, ev_chn=ev_chn, num_heads=heads).state_dict()
-    assert efnet_options_from_state_dict(state_dict) == {'in_chn': 3, 'ev_chn': ev_chn, 'wf': wf, 'depth': depth,
-                                                         'num_heads': heads}
+    assert efnet_options_from_state_dict(state_dict) == {
+        'in_chn': 3,
+        'ev_chn': ev_chn,
+        'wf': wf,
+        'depth': depth,
+        'num_heads': heads,
+    }
 
 
 def test_a_state_dict_that_is_not_efnet_is_named():
-    with pytest.raises(InvalidInputError, match='not an EFNet state dict: no conv_01.weight, conv_ev1.weight.*'
-                                                'first names: weight, bias'):
+    with pytest.raises(
+        InvalidInputError,
+        match='not an EFNet state dict: no conv_01.weight, conv_ev1.weight.*first names: weight, bias',
+    ):
         efnet_options_from_state_dict(torch.nn.Conv2d(3, 8, 3).state_dict())
 
 
 def test_official_checkpoint_loads_through_the_cli_and_ours_with_param_key(scene, tmp_path):
-    args = ['--image', str(scene['root'] / 'blurry.png'), '--events', str(scene['h5']), '--exposure', '0.02',
-            '0.08', '--device', 'cpu']
+    args = [
+        '--image',
+        str(scene['root'] / 'blurry.png'),
+        '--events',
+        str(scene['h5']),
+        '--exposure',
+        '0.02',
+        '0.08',
+        '--device',
+        'cpu',
+    ]
     official = tiny_weights(tmp_path / 'official.pth', wf=16, depth=3, ev_chn=7)  # {'params': ...}, 7 channels
     assert run_deblur(['--weights', str(official), '--output', str(tmp_path / 'a.png'), *args]) == 0
     ours = tmp_path / 'ours.pth'
@@ -186,17 +279,32 @@ def test_official_checkpoint_loads_through_the_cli_and_ours_with_param_key(scene
     save_network(net, ours, param_key='params_ema')
     option_file = tmp_path / 'net.yml'
     option_file.write_text('network_g: {type: EFNet, wf: 8, relu_slope: 0.1}\n')
-    assert run_deblur(['--weights', str(ours), '--param_key', 'params_ema', '-opt', str(option_file),
-                       '--output', str(tmp_path / 'b.png'), *args]) == 0
+    assert (
+        run_deblur(
+            [
+                '--weights',
+                str(ours),
+                '--param_key',
+                'params_ema',
+                '-opt',
+                str(option_file),
+                '--output',
+                str(tmp_path / 'b.png'),
+                *args,
+            ]
+        )
+        == 0
+    )
     deblurrer = Deblurrer(ours, param_key='params_ema', network_g={'relu_slope': 0.1}, device='cpu')
     events = {key: np.asarray(v) for key, v in random_events(500, 0.0, 0.1).items()}
     sharp = deblurrer(scene['frame'], events)
     grey = deblurrer(scene['frame'][..., 1], events)
     assert sharp.shape == (HEIGHT, WIDTH, 3) and sharp.dtype == np.uint8 and grey.shape == (HEIGHT, WIDTH)
-    tiled = Deblurrer(ours, param_key='params_ema', network_g={'relu_slope': 0.1}, device='cpu', tile=16,
-                      tile_overlap=4)
+    tiled = Deblurrer(
+        ours, param_key='params_ema', network_g={'relu_slope': 0.1}, device='cpu', tile=16, tile_overlap=4
+    )
     assert tiled(scene['frame'], events).shape == (HEIGHT, WIDTH, 3)
-    with pytest.raises(InvalidInputError, match=r"network_g.wf is 16 but the weights .* have wf = 8"):
+    with pytest.raises(InvalidInputError, match=r'network_g.wf is 16 but the weights .* have wf = 8'):
         Deblurrer(ours, param_key='params_ema', network_g={'wf': 16}, device='cpu')
 
 
@@ -206,14 +314,30 @@ def test_folder_with_timestamp_names_and_with_a_sidecar(scene, tmp_path):
     for stamp in (30000, 60000):  # µs, exposures of 20 ms around them (sync mid)
         cv2.imwrite(str(folder / f'{stamp}.png'), scene['frame'])
     base = ['--weights', str(scene['weights']), '--events', str(scene['h5']), '--device', 'cpu']
-    assert run_deblur([*base, '--image', str(folder), '--time_unit', 'us', '--exposure_time', '20000',
-                       '--output', str(tmp_path / 'out1'), '--save_events']) == 0
+    assert (
+        run_deblur(
+            [
+                *base,
+                '--image',
+                str(folder),
+                '--time_unit',
+                'us',
+                '--exposure_time',
+                '20000',
+                '--output',
+                str(tmp_path / 'out1'),
+                '--save_events',
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(tmp_path / 'out1' / 'events' / '30000.png')).shape == (HEIGHT, WIDTH, 3)
     (folder / 'exposures.txt').write_text('# name start end\n30000.png, 0.02, 0.04\n60000.png 0.05 0.07\n')
     assert run_deblur([*base, '--image', str(folder), '--output', str(tmp_path / 'out2')]) == 0
     for name in ('30000.png', '60000.png'):
-        np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'out1' / name)),
-                                      cv2.imread(str(tmp_path / 'out2' / name)))
+        np.testing.assert_array_equal(
+            cv2.imread(str(tmp_path / 'out1' / name)), cv2.imread(str(tmp_path / 'out2' / name))
+        )
 
 
 def bad_input_cases(scene, tmp_path):
@@ -233,8 +357,11 @@ def bad_input_cases(scene, tmp_path):
         ({'--image': tmp_path / 'bgra.png'}, 'has 4 channels; expected 3 .* Remove the alpha channel'),
         ({'--events': tmp_path / 'outside.txt', '--time_unit': 'ms'}, 'lie outside image .* x up to 45'),
         ({'--events': tmp_path / 'missing.h5'}, "events file '.*missing.h5' does not exist"),
-        ({'--exposure': ('5', '6')}, r'exposure window \[5.000000, 6.000000\) s is outside the events .* span '
-                                     r'\[0.0'),
+        (
+            {'--exposure': ('5', '6')},
+            r'exposure window \[5.000000, 6.000000\) s is outside the events .* span '
+            r'\[0.0',
+        ),
         ({'--exposure': ('0.0200001', '0.0200002')}, 'is without events'),
         ({'--weights': tmp_path / 'missing.pth'}, "weights file '.*missing.pth' does not exist"),
         ({'--weights': tmp_path / 'foreign.pth'}, 'not an EFNet state dict: no conv_01.weight'),
@@ -244,21 +371,43 @@ def bad_input_cases(scene, tmp_path):
 
 
 def test_every_bad_input_gets_its_message(scene, tmp_path):
-    good = {'--weights': scene['weights'], '--image': scene['root'] / 'blurry.png', '--events': scene['h5'],
-            '--exposure': ('0.02', '0.08'), '--output': tmp_path / 'out.png', '--device': 'cpu'}
+    good = {
+        '--weights': scene['weights'],
+        '--image': scene['root'] / 'blurry.png',
+        '--events': scene['h5'],
+        '--exposure': ('0.02', '0.08'),
+        '--output': tmp_path / 'out.png',
+        '--device': 'cpu',
+    }
     for change, pattern in bad_input_cases(scene, tmp_path):
         arguments = {**good, **change}
-        argv = [str(v) for key, value in arguments.items()
-                for v in ([key, *value] if isinstance(value, tuple) else [key, value])]
+        argv = [
+            str(v)
+            for key, value in arguments.items()
+            for v in ([key, *value] if isinstance(value, tuple) else [key, value])
+        ]
         with pytest.raises(UserError, match=pattern):
             run_deblur(argv)
     assert not (tmp_path / 'out.png').exists()
 
 
 def test_the_command_exits_2_with_one_error_paragraph(scene, tmp_path, run_python):
-    result = run_python(str(REPO_ROOT / 'basicsr' / 'deblur.py'), '--weights', str(scene['weights']), '--image',
-                        str(scene['root'] / 'blurry.png'), '--events', str(scene['h5']), '--exposure', '5', '6',
-                        '--output', str(tmp_path / 'out.png'), '--device', 'cpu')
+    result = run_python(
+        str(REPO_ROOT / 'basicsr' / 'deblur.py'),
+        '--weights',
+        str(scene['weights']),
+        '--image',
+        str(scene['root'] / 'blurry.png'),
+        '--events',
+        str(scene['h5']),
+        '--exposure',
+        '5',
+        '6',
+        '--output',
+        str(tmp_path / 'out.png'),
+        '--device',
+        'cpu',
+    )
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
     assert len(errors) == 1 and 'outside the events' in errors[0]

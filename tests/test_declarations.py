@@ -35,8 +35,11 @@ TORCH_APIS = {
 
 
 def sources() -> str:
-    return '\n'.join(path.read_text(encoding='utf-8') for folder in ('basicsr', 'scripts')
-                     for path in sorted((REPO_ROOT / folder).rglob('*.py')))
+    return '\n'.join(
+        path.read_text(encoding='utf-8')
+        for folder in ('basicsr', 'scripts')
+        for path in sorted((REPO_ROOT / folder).rglob('*.py'))
+    )
 
 
 def version(text: str) -> tuple[int, int]:
@@ -67,13 +70,20 @@ def vermin_command() -> list[str] | None:
 
 @pytest.mark.skipif(vermin_command() is None, reason='vermin is not installed (pip install -r requirements-dev.txt)')
 def test_the_code_runs_on_the_declared_python():
-    result = subprocess.run([*vermin_command(), '--no-tips', '--no-parse-comments', 'basicsr', 'scripts'],
-                            cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300)
+    result = subprocess.run(
+        [*vermin_command(), '--no-tips', '--no-parse-comments', 'basicsr', 'scripts'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     found = re.search(r'Minimum required versions: (?:[0-9.~]+, )?([0-9]+\.[0-9]+)', result.stdout)
     assert found, result.stdout
     assert version(found.group(1)) <= declared_python(), (
-        f'vermin says the code needs Python {found.group(1)} but setup.py declares {declared_python()}')
+        f'vermin says the code needs Python {found.group(1)} but setup.py declares {declared_python()}'
+    )
     assert version(found.group(1)) == declared_python(), 'python_requires is not the oldest Python the code runs on'
     ruff = (REPO_ROOT / 'ruff.toml').read_text(encoding='utf-8')
     assert f'target-version = "py3{declared_python()[1]}"' in ruff

@@ -18,7 +18,7 @@ from basicsr.utils import dist_util
 from basicsr.utils.dist_util import check_launcher, gather_from_ranks, init_dist, this_rank_part
 from basicsr.utils.errors import InvalidInputError
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     import torch, torch.distributed as dist
     from basicsr.engine.signals import GracefulStop
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent('''
                 print('stopping', flush=True)
                 os.kill(os.getpid(), how)
             time.sleep(0.01)
-    ''')
+    """)
 
 
 def free_port() -> int:
@@ -60,11 +60,20 @@ def start_ranks(tmp_path, source, *args):
     port = str(free_port())
     processes = []
     for rank in range(2):
-        env = {**os.environ, 'RANK': str(rank), 'LOCAL_RANK': str(rank), 'WORLD_SIZE': '2',
-               'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port,
-               'PYTHONPATH': os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')])}
-        processes.append(subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            'RANK': str(rank),
+            'LOCAL_RANK': str(rank),
+            'WORLD_SIZE': '2',
+            'MASTER_ADDR': '127.0.0.1',
+            'MASTER_PORT': port,
+            'PYTHONPATH': os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]),
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     return processes
 
 
@@ -84,8 +93,10 @@ def test_ranks_stop_together_share_a_seed_and_a_stalled_rank_ends_the_job_naming
             process.communicate()
     assert healthy.returncode == 2, stderr
     assert ended_after < timeout + 2  # silence of timeout / 2, beats every 0.2 s, plus slack for a loaded machine
-    assert stderr.startswith('error: rank 1 showed no sign of life for 2 s (the process is stopped, frozen or '
-                             'dead); rank 0 ends the job so that the launcher stops the other ranks.')
+    assert stderr.startswith(
+        'error: rank 1 showed no sign of life for 2 s (the process is stopped, frozen or '
+        'dead); rank 0 ends the job so that the launcher stops the other ranks.'
+    )
     assert 'raise dist_params.timeout' in stderr and 'Traceback' not in stderr
 
 
@@ -105,8 +116,9 @@ def test_a_stalled_rank_0_hosting_the_store_ends_the_job_naming_the_store(tmp_pa
     assert healthy.returncode == 2, stderr
     assert ended_after < timeout + 2
     assert stderr.startswith('error: the rendezvous store at 127.0.0.1:')
-    assert ('(hosted by rank 0, or by the launcher under torchrun) did not answer within 2 s; rank 1 ends the job'
-            in stderr)
+    assert (
+        '(hosted by rank 0, or by the launcher under torchrun) did not answer within 2 s; rank 1 ends the job' in stderr
+    )
     assert 'Traceback' not in stderr
 
 
@@ -121,10 +133,13 @@ def test_a_dead_rank_is_named_instead_of_the_collective_traceback(tmp_path):
             process.kill()
             process.communicate()
     assert healthy.returncode == 2, stderr
-    assert stderr.startswith('error: rank 1 stopped answering (it died, or is stopped or frozen) and a collective '
-                             'failed (RuntimeError: ')
-    assert stderr.endswith('); rank 0 ends the job so that the launcher stops the other ranks. Look at the log and '
-                           'the node of that rank.\n')
+    assert stderr.startswith(
+        'error: rank 1 stopped answering (it died, or is stopped or frozen) and a collective failed (RuntimeError: '
+    )
+    assert stderr.endswith(
+        '); rank 0 ends the job so that the launcher stops the other ranks. Look at the log and '
+        'the node of that rank.\n'
+    )
     assert 'Traceback' not in stderr
 
 
@@ -147,7 +162,8 @@ def test_per_rank_parts_of_another_world_size_are_refused(monkeypatch):
     assert str(info.value) == (
         "'exp/8.state' holds the random-number states of 2 processes but this run has 4; an exact resume needs the "
         'same number of processes: start it with 2 (e.g. torchrun --nproc_per_node=2), or start a new run from its '
-        'weights with path.pretrain_network_g')
+        'weights with path.pretrain_network_g'
+    )
 
 
 def test_broadcast_seed_without_a_process_group_keeps_the_seed():
@@ -166,7 +182,8 @@ def test_torchrun_without_launcher_pytorch_is_refused_with_the_fix():
     assert str(info.value) == (
         'the environment says WORLD_SIZE=2 (started by torchrun or torch.distributed.launch) but the program runs '
         'with --launcher none, so every process would train on its own into the same experiment folder; add '
-        '--launcher pytorch to the command line (or start a single process without torchrun)')
+        '--launcher pytorch to the command line (or start a single process without torchrun)'
+    )
 
 
 def test_init_dist_rejects_a_timeout_that_is_not_positive():
@@ -183,14 +200,22 @@ def test_the_stop_signals_are_sigint_sigterm_and_sigusr1():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (NCCL)')
 def test_broadcast_seed_under_nccl_sends_a_cuda_tensor(tmp_path):
     script = tmp_path / 'nccl.py'
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         from basicsr.utils.dist_util import broadcast_seed, destroy_dist, init_dist
         print(init_dist('pytorch', backend='nccl', timeout_s=60), broadcast_seed(1234))
         destroy_dist()
-        '''))
-    env = {**os.environ, 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'MASTER_ADDR': '127.0.0.1',
-           'MASTER_PORT': str(free_port()),
-           'PYTHONPATH': os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')])}
+        """)
+    )
+    env = {
+        **os.environ,
+        'RANK': '0',
+        'LOCAL_RANK': '0',
+        'WORLD_SIZE': '1',
+        'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(free_port()),
+        'PYTHONPATH': os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]),
+    }
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout == 'nccl 1234\n', result.stderr
 
@@ -208,4 +233,5 @@ def test_a_changed_seed_on_resume_is_named():
     assert str(info.value) == (
         "manual_seed is 5 in the option file but 'exp/training_states/8.state' was trained with seed 17; set "
         'manual_seed: 17 (or ~) to continue it exactly, or start a new run from its weights with '
-        'path.pretrain_network_g')
+        'path.pretrain_network_g'
+    )

@@ -66,7 +66,7 @@ def test_init_dist_pytorch_names_the_missing_environment_variables(monkeypatch):
     with pytest.raises(RuntimeError) as info:
         init_dist('pytorch', backend='gloo')
     assert str(info.value) == (
-        "--launcher pytorch needs the environment variables WORLD_SIZE, MASTER_ADDR, MASTER_PORT; start the program "
+        '--launcher pytorch needs the environment variables WORLD_SIZE, MASTER_ADDR, MASTER_PORT; start the program '
         "with 'torchrun --nproc_per_node=N basicsr/train.py ...' or 'python -m torch.distributed.launch ...', "
         'or use --launcher none for a single process.'
     )
@@ -75,7 +75,7 @@ def test_init_dist_pytorch_names_the_missing_environment_variables(monkeypatch):
 
 def test_init_dist_pytorch_with_gloo_in_a_world_of_one(run_python):
     """A real process group (gloo, one process), as torchrun would set it up."""
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import torch.distributed as dist
         from basicsr.utils.dist_util import destroy_dist, get_dist_info, init_dist, master_only
 
@@ -84,9 +84,15 @@ def test_init_dist_pytorch_with_gloo_in_a_world_of_one(run_python):
         init_dist('pytorch')  # a second call keeps the group
         destroy_dist()
         print(dist.is_initialized(), get_dist_info())
-    ''')
-    env = {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(free_port()), 'RANK': '0', 'WORLD_SIZE': '1',
-           'LOCAL_RANK': '0', 'CUDA_VISIBLE_DEVICES': ''}
+    """)
+    env = {
+        'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(free_port()),
+        'RANK': '0',
+        'WORLD_SIZE': '1',
+        'LOCAL_RANK': '0',
+        'CUDA_VISIBLE_DEVICES': '',
+    }
     result = run_python('-c', script, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["True gloo (0, 1) main", 'False (0, 1)']
+    assert result.stdout.splitlines() == ['True gloo (0, 1) main', 'False (0, 1)']

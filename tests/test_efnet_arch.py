@@ -121,6 +121,7 @@ def conv_params(c_in: int, c_out: int, kernel: int, bias: bool = True) -> int:
 
 def efnet_params(in_chn=3, ev_chn=6, wf=64, depth=3, num_heads=(1, 2, 4)) -> int:
     """Parameter count of EFNet written from the architecture description (the published architecture)."""
+
     def body(c_in, c):
         return conv_params(c_in, c, 1) + conv_params(c_in, c, 3) + conv_params(c, c, 3)
 
@@ -195,8 +196,17 @@ def padded_then_cropped(net: EFNet, inputs: dict, multiple: int, mode: str) -> l
     return [out[..., :height, :width] for out in net(**padded)]
 
 
-@pytest.mark.parametrize(('height', 'width', 'mode'), [(30, 45, 'reflect'), (5, 6, 'reflect'), (1, 1, 'replicate'),
-                                                        (2, 7, 'replicate'), (9, 3, 'reflect'), (9, 2, 'replicate')])
+@pytest.mark.parametrize(
+    ('height', 'width', 'mode'),
+    [
+        (30, 45, 'reflect'),
+        (5, 6, 'reflect'),
+        (1, 1, 'replicate'),
+        (2, 7, 'replicate'),
+        (9, 3, 'reflect'),
+        (9, 2, 'replicate'),
+    ],
+)
 def test_any_size_is_padded_and_cropped_back(height, width, mode):
     net = tiny_net().eval()
     inputs = random_inputs(1, height, width)
@@ -242,8 +252,9 @@ def test_without_a_mask_the_emgc_convolutions_get_no_gradient():
     del inputs['mask']
     sum(o.sum() for o in net(**inputs)).backward()
     no_grad = {n.rsplit('.', 1)[0] for n, p in net.named_parameters() if p.grad is None}
-    assert no_grad == {f'down_path_2.{level}.emgc_{kind}' for level in (0, 1)
-                       for kind in ('enc', 'dec', 'enc_mask', 'dec_mask')}
+    assert no_grad == {
+        f'down_path_2.{level}.emgc_{kind}' for level in (0, 1) for kind in ('enc', 'dec', 'enc_mask', 'dec_mask')
+    }
 
 
 def test_zero_relu_slope_trains():
@@ -257,7 +268,7 @@ def test_a_batch_equals_its_samples_run_one_by_one():
     inputs = random_inputs(2, 14, 10)
     with torch.no_grad():
         batched = net(**inputs)
-        singles = [net(**{k: v[i:i + 1] for k, v in inputs.items()}) for i in range(2)]
+        singles = [net(**{k: v[i : i + 1] for k, v in inputs.items()}) for i in range(2)]
     for stage in range(2):
         torch.testing.assert_close(batched[stage], torch.cat([s[stage] for s in singles]), atol=1e-5, rtol=0)
 
@@ -295,8 +306,9 @@ def test_eica_matches_its_formula():
     v = F.conv2d(layer_norm(event, block.norm1_event.body), attn.v.weight).reshape(2, 2, 4, 15)
     weights = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * attn.temperature).softmax(-1)
     fused = image + F.conv2d((weights @ v).reshape(2, 8, 3, 5), attn.project_out.weight)
-    hidden = F.gelu(F.conv2d(layer_norm(fused, block.norm2), block.ffn.fc1.weight[:, :, None, None],
-                             block.ffn.fc1.bias))
+    hidden = F.gelu(
+        F.conv2d(layer_norm(fused, block.norm2), block.ffn.fc1.weight[:, :, None, None], block.ffn.fc1.bias)
+    )
     expected = fused + F.conv2d(hidden, block.ffn.fc2.weight[:, :, None, None], block.ffn.fc2.bias)
     with torch.no_grad():
         torch.testing.assert_close(block(image, event), expected, atol=1e-5, rtol=0)
@@ -334,20 +346,23 @@ def test_eica_under_bf16_autocast_stays_close_to_float32():
 # ----------------------------------------------------------------------------------------------
 # Argument and input checks
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(('kwargs', 'message'), [
-    ({'fuse_before_downsample': False}, 'supports only fuse_before_downsample=True'),
-    ({'num_heads': (1, 2)}, 'num_heads needs at least depth=3 entries'),
-    ({'depth': 4}, 'num_heads needs at least depth=4 entries'),
-    ({'num_heads': (1, 3, 4)}, 'level 1 has wf * 2**1 = 128 channels, which num_heads[1] = 3 does not divide'),
-    ({'num_heads': (1, 0, 4)}, 'num_heads[1] must be a positive integer'),
-    ({'num_heads': '124'}, 'num_heads must be a list of positive integers'),
-    ({'wf': 0}, 'wf must be a positive integer'),
-    ({'wf': 16.0}, 'wf must be a positive integer'),
-    ({'depth': 0}, 'depth must be a positive integer'),
-    ({'in_chn': True}, 'in_chn must be a positive integer'),
-    ({'relu_slope': -0.1}, 'relu_slope must be a finite number >= 0'),
-    ({'relu_slope': float('nan')}, 'relu_slope must be a finite number >= 0'),
-])
+@pytest.mark.parametrize(
+    ('kwargs', 'message'),
+    [
+        ({'fuse_before_downsample': False}, 'supports only fuse_before_downsample=True'),
+        ({'num_heads': (1, 2)}, 'num_heads needs at least depth=3 entries'),
+        ({'depth': 4}, 'num_heads needs at least depth=4 entries'),
+        ({'num_heads': (1, 3, 4)}, 'level 1 has wf * 2**1 = 128 channels, which num_heads[1] = 3 does not divide'),
+        ({'num_heads': (1, 0, 4)}, 'num_heads[1] must be a positive integer'),
+        ({'num_heads': '124'}, 'num_heads must be a list of positive integers'),
+        ({'wf': 0}, 'wf must be a positive integer'),
+        ({'wf': 16.0}, 'wf must be a positive integer'),
+        ({'depth': 0}, 'depth must be a positive integer'),
+        ({'in_chn': True}, 'in_chn must be a positive integer'),
+        ({'relu_slope': -0.1}, 'relu_slope must be a finite number >= 0'),
+        ({'relu_slope': float('nan')}, 'relu_slope must be a finite number >= 0'),
+    ],
+)
 def test_bad_constructor_arguments_are_rejected_with_a_clear_message(kwargs, message):
     with pytest.raises(ValueError, match=message.replace('*', r'\*').replace('[', r'\[').replace(']', r'\]')):
         EFNet(**kwargs)
@@ -359,14 +374,17 @@ def test_fuse_before_downsample_message_says_why():
     assert 'reference implementation crashes' in str(info.value)
 
 
-@pytest.mark.parametrize(('change', 'message'), [
-    ({'x': torch.rand(1, 4, 8, 8)}, r'x of shape \(B, 3, H, W\)'),
-    ({'x': torch.rand(3, 8, 8)}, r'x of shape \(B, 3, H, W\)'),
-    ({'event': torch.rand(1, 5, 8, 8)}, r'event of shape \(B, ev_chn, H, W\) = \(1, 6, 8, 8\)'),
-    ({'event': torch.rand(1, 6, 8, 9)}, 'ev_chn in network_g'),
-    ({'mask': torch.rand(1, 2, 8, 8)}, r'mask of shape \(B, 1, H, W\) = \(1, 1, 8, 8\)'),
-    ({'mask': torch.ones(1, 1, 8, 8, dtype=torch.bool)}, 'floating-point mask'),
-])
+@pytest.mark.parametrize(
+    ('change', 'message'),
+    [
+        ({'x': torch.rand(1, 4, 8, 8)}, r'x of shape \(B, 3, H, W\)'),
+        ({'x': torch.rand(3, 8, 8)}, r'x of shape \(B, 3, H, W\)'),
+        ({'event': torch.rand(1, 5, 8, 8)}, r'event of shape \(B, ev_chn, H, W\) = \(1, 6, 8, 8\)'),
+        ({'event': torch.rand(1, 6, 8, 9)}, 'ev_chn in network_g'),
+        ({'mask': torch.rand(1, 2, 8, 8)}, r'mask of shape \(B, 1, H, W\) = \(1, 1, 8, 8\)'),
+        ({'mask': torch.ones(1, 1, 8, 8, dtype=torch.bool)}, 'floating-point mask'),
+    ],
+)
 def test_bad_inputs_are_rejected_with_a_clear_message(change, message):
     inputs = {**random_inputs(1, 8, 8), **change}
     with pytest.raises(ValueError, match=message):
@@ -401,14 +419,14 @@ def test_build_network_errors():
 
 
 def test_importing_basicsr_archs_does_not_import_the_architectures(run_python):
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import sys
         import basicsr.archs
         from basicsr.utils.registry import ARCH_REGISTRY
         print('basicsr.archs.efnet_arch' in sys.modules)
         ARCH_REGISTRY.get('EFNet')
         print('basicsr.archs.efnet_arch' in sys.modules)
-    ''')
+    """)
     result = run_python('-c', script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ['False', 'True']

@@ -42,16 +42,29 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def tiny_options(data: Path, workdir: Path, name: str = 'tiny', total_iter: int = 4) -> dict:
-    dataset = {'type': 'H5ImageDataset', 'norm_voxel': True, 'return_voxel': True, 'return_mask': True,
-               'use_mask': True, 'use_flip': False}
+    dataset = {
+        'type': 'H5ImageDataset',
+        'norm_voxel': True,
+        'return_voxel': True,
+        'return_mask': True,
+        'use_mask': True,
+        'use_flip': False,
+    }
     return {
         'name': name,
         'model_type': 'ImageEventRestorationModel',
         'num_gpu': 0,
         'manual_seed': 3,
         'datasets': {
-            'train': {**dataset, 'name': 'tiny-train', 'dataroot': str(data / 'train'), 'crop_size': 16,
-                      'use_flip': True, 'batch_size_per_gpu': 2, 'num_worker_per_gpu': 0},
+            'train': {
+                **dataset,
+                'name': 'tiny-train',
+                'dataroot': str(data / 'train'),
+                'crop_size': 16,
+                'use_flip': True,
+                'batch_size_per_gpu': 2,
+                'num_worker_per_gpu': 0,
+            },
             'val': {**dataset, 'name': 'tiny-val', 'dataroot': str(data / 'test'), 'crop_size': None},
         },
         'network_g': {'type': 'EFNet', 'wf': 8},
@@ -62,9 +75,16 @@ def tiny_options(data: Path, workdir: Path, name: str = 'tiny', total_iter: int 
             'total_iter': total_iter,
             'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5},
         },
-        'val': {'val_freq': 2, 'save_img': True, 'rgb2bgr': False, 'pbar': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0},
-                            'ssim': {'type': 'calculate_ssim', 'crop_border': 0}}},
+        'val': {
+            'val_freq': 2,
+            'save_img': True,
+            'rgb2bgr': False,
+            'pbar': False,
+            'metrics': {
+                'psnr': {'type': 'calculate_psnr', 'crop_border': 0},
+                'ssim': {'type': 'calculate_ssim', 'crop_border': 0},
+            },
+        },
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': True},
     }
 
@@ -77,8 +97,9 @@ def write_yaml(path: Path, options: dict) -> Path:
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
     full_env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', **(env or {})}
     result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, \
+    assert result.returncode == 0, (
         f'command failed: {args}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}'
+    )
     return result
 
 
@@ -101,14 +122,18 @@ def test_train_checkpoints_validation_and_auto_resume(tiny_data, tmp_path):
     assert (exp / 'tiny.yml').is_file()
     assert list((tmp_path / 'tb_logger' / 'tiny').glob('events.out.tfevents.*'))
     assert list(exp.glob('train_tiny_*.log'))
-    assert re.search(r'\[tiny\.\.\]\[epoch:\s*\d+, iter:\s+4, lr:\([\d.e+-]+,\)\] \[eta: [\d:]+, time \(data\): '
-                     r'[\d.]+ \([\d.]+\)\] grad_norm: \S+ l_pix: -?[\d.e+-]+ l_pix_1: \S+ l_pix_2: \S+', log), log
+    assert re.search(
+        r'\[tiny\.\.\]\[epoch:\s*\d+, iter:\s+4, lr:\([\d.e+-]+,\)\] \[eta: [\d:]+, time \(data\): '
+        r'[\d.]+ \([\d.]+\)\] grad_norm: \S+ l_pix: -?[\d.e+-]+ l_pix_1: \S+ l_pix_2: \S+',
+        log,
+    ), log
     assert 'Validation tiny-val, iter 2' in log
     assert list((exp / 'visualization' / '2' / 'seq_c').glob('*.png'))
 
     resumed_opt = write_yaml(tmp_path / 'tiny.yml', tiny_options(tiny_data, tmp_path, total_iter=6))
-    second = run([sys.executable, str(ROOT / 'basicsr/train.py'), '-opt', str(resumed_opt), '--auto_resume'],
-                 cwd=tmp_path)
+    second = run(
+        [sys.executable, str(ROOT / 'basicsr/train.py'), '-opt', str(resumed_opt), '--auto_resume'], cwd=tmp_path
+    )
     assert 'Resuming training from epoch' in second.stderr and 'iteration 4' in second.stderr
     assert 'iter:       5' in second.stderr and 'iter:       3' not in second.stderr
     assert (exp / 'models' / 'net_g_6.pth').is_file()
@@ -128,10 +153,24 @@ def test_train_checkpoints_validation_and_auto_resume(tiny_data, tmp_path):
 def test_distributed_training_two_processes_gloo(tiny_data, tmp_path, launcher):
     options = tiny_options(tiny_data, tmp_path, name=f'dist_{launcher.split(".")[-1]}', total_iter=2)
     opt_file = write_yaml(tmp_path / 'dist.yml', options)
-    prefix = [sys.executable, '-m', 'torch.distributed.launch'] if launcher != 'torchrun' else \
-        [sys.executable, '-m', 'torch.distributed.run']
-    result = run(prefix + ['--nproc_per_node=2', f'--master_port={free_port()}', str(ROOT / 'basicsr/train.py'),
-                           '-opt', str(opt_file), '--launcher', 'pytorch'], cwd=tmp_path)
+    prefix = (
+        [sys.executable, '-m', 'torch.distributed.launch']
+        if launcher != 'torchrun'
+        else [sys.executable, '-m', 'torch.distributed.run']
+    )
+    result = run(
+        prefix
+        + [
+            '--nproc_per_node=2',
+            f'--master_port={free_port()}',
+            str(ROOT / 'basicsr/train.py'),
+            '-opt',
+            str(opt_file),
+            '--launcher',
+            'pytorch',
+        ],
+        cwd=tmp_path,
+    )
     log = result.stdout + result.stderr
     assert 'rank 0 of 2' in log
     assert 'Evaluated 6 images of tiny-val.' in log  # each rank took its share, none twice

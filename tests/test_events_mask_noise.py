@@ -14,7 +14,7 @@ def closing_by_hand(active, outside_value_for_erosion):
     def filtered(image, reduce, outside):
         padded = np.full((height + 2, width + 2), outside, dtype=bool)
         padded[1:-1, 1:-1] = image
-        windows = [padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)]
+        windows = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
         return reduce(np.stack(windows), axis=0)
 
     dilated = filtered(active, np.any, False)
@@ -77,8 +77,7 @@ def test_voxel_noise_touches_the_stated_share_of_entries():
     changed = noisy != 0
     assert changed.sum() == round(0.05 * voxel.size)
     assert abs(noisy[changed].mean()) < 0.1 and abs(noisy[changed].std() - 1.0) < 0.1
-    scaled = add_voxel_noise(voxel, np.random.default_rng(0), noise_fraction=0.2, noise_std=3.0,
-                             hot_pixel_fraction=0.0)
+    scaled = add_voxel_noise(voxel, np.random.default_rng(0), noise_fraction=0.2, noise_std=3.0, hot_pixel_fraction=0.0)
     assert (scaled != 0).sum() == round(0.2 * voxel.size) and abs(scaled[scaled != 0].std() - 3.0) < 0.2
 
 
@@ -92,8 +91,13 @@ def test_voxel_noise_hot_pixels():
     assert (values == values[0]).all()  # one value per pixel, in every channel
     assert (values == np.round(values)).all() and np.abs(values).max() <= 20
 
-    many = add_voxel_noise(np.full((2, 100, 100), 0.5), np.random.default_rng(2), noise_fraction=0.0,
-                           hot_pixel_fraction=0.5, hot_pixel_range=3)
+    many = add_voxel_noise(
+        np.full((2, 100, 100), 0.5),
+        np.random.default_rng(2),
+        noise_fraction=0.0,
+        hot_pixel_fraction=0.5,
+        hot_pixel_range=3,
+    )
     hot_values = many[0][(many != 0.5).any(0)]
     assert set(np.unique(hot_values)) <= set(range(-3, 4)) and len(np.unique(hot_values)) == 7
 

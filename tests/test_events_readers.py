@@ -17,8 +17,12 @@ def toy_events(n=200, seed=0, signed=True):
     rng = np.random.default_rng(seed)
     ts = np.sort(np.round(rng.uniform(0.0, 1.0, n), 3))  # rounded: many duplicated timestamps
     ps = rng.integers(0, 2, n)
-    return {'xs': rng.integers(0, SENSOR[1], n), 'ys': rng.integers(0, SENSOR[0], n), 'ts': ts,
-            'ps': ps * 2 - 1 if signed else ps}
+    return {
+        'xs': rng.integers(0, SENSOR[1], n),
+        'ys': rng.integers(0, SENSOR[0], n),
+        'ts': ts,
+        'ps': ps * 2 - 1 if signed else ps,
+    }
 
 
 def toy_frames(count=4, colour=False, seed=1):
@@ -154,8 +158,12 @@ def test_npz(tmp_path, short_keys):
     events, frames = toy_events(signed=short_keys), toy_frames()
     names = dict(zip(('xs', 'ys', 'ts', 'ps'), ('x', 'y', 't', 'p'))) if short_keys else {}
     path = tmp_path / 'seq.npz'
-    np.savez(path, **{names.get(key, key): values for key, values in events.items()}, frames=frames,
-             frame_timestamps=np.array([0.1, 0.3, 0.5, 0.7]))
+    np.savez(
+        path,
+        **{names.get(key, key): values for key, values in events.items()},
+        frames=frames,
+        frame_timestamps=np.array([0.1, 0.3, 0.5, 0.7]),
+    )
     recording = read_events(path)
     assert_reader_dtypes(recording)
     assert_events_equal(recording.events(), events)
@@ -175,8 +183,10 @@ def test_npz(tmp_path, short_keys):
 
 
 def write_text(path, events, header=None, delimiter=' '):
-    rows = [delimiter.join(f'{v}' for v in (t, x, y, p))
-            for t, x, y, p in zip(events['ts'], events['xs'], events['ys'], events['ps'])]
+    rows = [
+        delimiter.join(f'{v}' for v in (t, x, y, p))
+        for t, x, y, p in zip(events['ts'], events['xs'], events['ys'], events['ps'])
+    ]
     path.write_text('\n'.join(([header] if header else []) + rows) + '\n')
 
 
@@ -241,8 +251,11 @@ def test_reader_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'):
         RawEventH5(tmp_path / 'missing.h5')
     (tmp_path / 'x.bin').write_bytes(b'')
-    with pytest.raises(ValueError, match=r"unsupported extension '.bin'; supported: .h5, .hdf5, .npz, .txt, .csv, "
-                                         r'.aedat4'):
+    with pytest.raises(
+        ValueError,
+        match=r"unsupported extension '.bin'; supported: .h5, .hdf5, .npz, .txt, .csv, "
+        r'.aedat4',
+    ):
         read_events(tmp_path / 'x.bin')
 
     with h5py.File(tmp_path / 'no_ts.h5', 'w') as f:
@@ -250,8 +263,11 @@ def test_reader_errors(tmp_path):
             f[f'events/{key}'] = np.zeros(3)
         f['images/image000000000'] = np.zeros((2, 2), np.uint8)
         f.attrs['sensor_resolution'] = [2, 2]
-    with pytest.raises(KeyError, match=r"events file '.*no_ts.h5' has no dataset 'events/ts' \(found: events/, "
-                                       r'events/ps, events/xs, events/ys, images/\)'):
+    with pytest.raises(
+        KeyError,
+        match=r"events file '.*no_ts.h5' has no dataset 'events/ts' \(found: events/, "
+        r'events/ps, events/xs, events/ys, images/\)',
+    ):
         read_events(tmp_path / 'no_ts.h5')
 
     with h5py.File(tmp_path / 'no_size.h5', 'w') as f:
@@ -335,7 +351,7 @@ def test_npz_and_text_errors(tmp_path):
     with pytest.raises(ValueError, match='expected 4 columns "t x y p" per row, found 3'):
         read_events(tmp_path / 'columns.txt')
     (tmp_path / 'words.txt').write_text('0.1 1 2 1\n0.2 one 2 1\n')
-    with pytest.raises(ValueError, match="'.*words.txt': expected rows \"t x y p\" of numbers"):
+    with pytest.raises(ValueError, match='\'.*words.txt\': expected rows "t x y p" of numbers'):
         read_events(tmp_path / 'words.txt')
 
 
@@ -349,10 +365,16 @@ def test_writer_errors(tmp_path):
         ({'frames': frames.astype(np.float32)}, ValueError, 'uint8, got .* float32'),
         ({'frames': frames, 'frame_timestamps': None}, ValueError, r'frames need frame_timestamps, \(F,\) seconds'),
         ({'frames': frames, 'frame_timestamps': [0.1]}, ValueError, r'frame_timestamps must have shape \(4,\)'),
-        ({'frames': frames, 'frame_timestamps': [0.1] * 4, 'exposures': np.zeros(4)}, ValueError,
-         r'exposures must have shape \(4, 2\)'),
-        ({'frames': frames, 'frame_timestamps': [0.1] * 4, 'sharp_frames': frames[:2]}, ValueError,
-         'sharp_frames must be uint8 shaped like frames'),
+        (
+            {'frames': frames, 'frame_timestamps': [0.1] * 4, 'exposures': np.zeros(4)},
+            ValueError,
+            r'exposures must have shape \(4, 2\)',
+        ),
+        (
+            {'frames': frames, 'frame_timestamps': [0.1] * 4, 'sharp_frames': frames[:2]},
+            ValueError,
+            'sharp_frames must be uint8 shaped like frames',
+        ),
         ({'frame_timestamps': [0.1]}, ValueError, 'frame_timestamps, exposures and sharp_frames need frames'),
     ]
     for change, error, message in cases:

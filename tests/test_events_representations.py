@@ -72,14 +72,17 @@ def test_scer_toy_stream_with_mixed_polarity_and_pixels():
     ps = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 1])  # {0, 1}: 0 -> -1
     scer = events_to_scer(xs, ys, ts, ps, num_bins=6, sensor_size=(1, 2))
     # pixel 0 holds t = 0 (+), 2 (+), 4 (-), 6 (+), 8 (+); pixel 1 holds t = 1 (-), 3 (+), 5 (-), 7 (+), 9 (+).
-    expected = np.array([
-        [[-(1 + 1 - 1), -(-1 + 1)]],  # [0, 4.5)
-        [[-(1 - 1), -1]],  # [1.5, 4.5): t = 2, 3, 4
-        [[1, -1]],  # [3, 4.5): t = 3, 4 -> pixel 0: -(-1), pixel 1: -(+1)
-        [[0, -1]],  # [4.5, 6): t = 5
-        [[1, 0]],  # [4.5, 7.5): t = 5, 6, 7
-        [[2, 0]],  # [4.5, 9): t = 5..8
-    ], dtype=np.float32)
+    expected = np.array(
+        [
+            [[-(1 + 1 - 1), -(-1 + 1)]],  # [0, 4.5)
+            [[-(1 - 1), -1]],  # [1.5, 4.5): t = 2, 3, 4
+            [[1, -1]],  # [3, 4.5): t = 3, 4 -> pixel 0: -(-1), pixel 1: -(+1)
+            [[0, -1]],  # [4.5, 6): t = 5
+            [[1, 0]],  # [4.5, 7.5): t = 5, 6, 7
+            [[2, 0]],  # [4.5, 9): t = 5..8
+        ],
+        dtype=np.float32,
+    )
     np.testing.assert_array_equal(scer, expected)
 
 
@@ -203,8 +206,6 @@ def test_signed_polarity():
     assert signed_polarity(torch.tensor([0.0, 1.0])).tolist() == [-1, 1]
 
 
-
-
 def test_scer_on_a_frame_centred_window_of_the_real_recording():
     pytest.importorskip('aedat')
     whole = read_events(STREET, load_frames=True)
@@ -219,8 +220,9 @@ def test_scer_on_a_frame_centred_window_of_the_real_recording():
 
     scer = events_to_scer(window.xs, window.ys, window.ts, window.ps, 6, window.sensor_size)
     assert scer.shape == (6, 260, 346) and scer.dtype == np.float32
-    np.testing.assert_array_equal(scer, per_bin_scer(window.xs, window.ys, window.ts, window.ps, 6,
-                                                     window.sensor_size, False))
+    np.testing.assert_array_equal(
+        scer, per_bin_scer(window.xs, window.ys, window.ts, window.ps, 6, window.sensor_size, False)
+    )
     # The widest channels together hold the net polarity of every event but those at the very last timestamp.
     counted = window.ts < window.ts[-1]
     net = np.zeros(window.sensor_size)

@@ -37,8 +37,12 @@ def naive_esim(frames, times, c_pos, c_neg, refractory, log_eps):
                         last_event[y, x] = t
                     reference[y, x] = level
     events.sort(key=lambda e: (e[0], e[1]))
-    return {'ts': np.array([e[0] for e in events]), 'xs': np.array([e[2] for e in events]),
-            'ys': np.array([e[3] for e in events]), 'ps': np.array([e[4] for e in events])}
+    return {
+        'ts': np.array([e[0] for e in events]),
+        'xs': np.array([e[2] for e in events]),
+        'ys': np.array([e[3] for e in events]),
+        'ps': np.array([e[4] for e in events]),
+    }
 
 
 def frames_from_log(log_values, log_eps):
@@ -174,8 +178,11 @@ def test_uint8_frames_are_scaled_and_streaming_matches_the_batch_call():
 
 def test_simulator_input_errors():
     frames = np.zeros((3, 2, 2))
-    with pytest.raises(ValueError, match=r'frame at t = 1.0: float frames must lie in \[0, 1\], found values in '
-                       r'\[2.0, 2.0\]'):
+    with pytest.raises(
+        ValueError,
+        match=r'frame at t = 1.0: float frames must lie in \[0, 1\], found values in '
+        r'\[2.0, 2.0\]',
+    ):
         simulate_events(np.stack([frames[0], frames[1] + 2]), [0, 1])
     with pytest.raises(ValueError, match=r'found values in \[nan, nan\]'):
         simulate_events(np.full((2, 1, 1), np.nan), [0, 1])
@@ -218,6 +225,7 @@ def test_simulated_events_resemble_the_real_recording():
         counts = np.bincount(ys.astype(np.int64) * 346 + xs, minlength=260 * 346).reshape(260, 346)[:, :344]
         return counts.reshape(65, 4, 86, 4).sum(axis=(1, 3)).ravel()
 
-    correlation = np.corrcoef(pooled_counts(simulated['xs'], simulated['ys']),
-                              pooled_counts(real.xs[between], real.ys[between]))[0, 1]
+    correlation = np.corrcoef(
+        pooled_counts(simulated['xs'], simulated['ys']), pooled_counts(real.xs[between], real.ys[between])
+    )[0, 1]
     assert correlation >= 0.9, correlation

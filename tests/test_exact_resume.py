@@ -27,8 +27,14 @@ HEIGHT, WIDTH, FRAMES, BATCH, RATIO, SEED = 12, 16, 6, 2, 2, 10
 
 def draw_everything() -> list:
     """A few draws of every generator a training step may use."""
-    return [random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.randn(),
-            torch.rand(4).tolist(), torch.randn(2).tolist()]
+    return [
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        np.random.randn(),
+        torch.rand(4).tolist(),
+        torch.randn(2).tolist(),
+    ]
 
 
 def save_and_load(value):
@@ -106,7 +112,8 @@ def test_sampler_state_from_another_setup_is_refused():
     assert str(info.value) == (
         "'exp/3.state' cannot continue its epoch exactly because the training data changed (processes: 2 in the "
         'state, 4 now; training items: 7 in the state, 8 now); restore the previous setting, or start a new run '
-        'from its weights with path.pretrain_network_g')
+        'from its weights with path.pretrain_network_g'
+    )
 
 
 def test_sampler_rejects_a_position_outside_the_epoch():
@@ -121,21 +128,44 @@ def test_sampler_rejects_a_position_outside_the_epoch():
 def dataroot(tmp_path_factory):
     root = tmp_path_factory.mktemp('raw')
     rng = np.random.default_rng(0)
-    events = {'xs': rng.integers(0, WIDTH, 600), 'ys': rng.integers(0, HEIGHT, 600),
-              'ts': np.sort(rng.uniform(0, 0.5, 600)), 'ps': rng.choice(np.array([-1, 1]), 600)}
+    events = {
+        'xs': rng.integers(0, WIDTH, 600),
+        'ys': rng.integers(0, HEIGHT, 600),
+        'ts': np.sort(rng.uniform(0, 0.5, 600)),
+        'ps': rng.choice(np.array([-1, 1]), 600),
+    }
     frames = rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
-    write_raw_events_h5(root / 'rec.h5', events, (HEIGHT, WIDTH), frames=frames,
-                        frame_timestamps=np.arange(FRAMES) * 0.1, sharp_frames=255 - frames,
-                        exposures=np.stack([np.arange(FRAMES) * 0.1 - 0.03, np.arange(FRAMES) * 0.1 + 0.03], 1))
+    write_raw_events_h5(
+        root / 'rec.h5',
+        events,
+        (HEIGHT, WIDTH),
+        frames=frames,
+        frame_timestamps=np.arange(FRAMES) * 0.1,
+        sharp_frames=255 - frames,
+        exposures=np.stack([np.arange(FRAMES) * 0.1 - 0.03, np.arange(FRAMES) * 0.1 + 0.03], 1),
+    )
     return root
 
 
 def make_loader(dataroot, workers):
     """A training loader as the engine builds it: random crops, every flip and fresh noise per item."""
-    options = {'type': 'RawEventDataset', 'name': 'raw', 'phase': 'train',
-               'dataroot': str(dataroot), 'mode': 'reblur', 'crop_size': 8, 'use_flip': True,
-               'use_hflip': True, 'use_vflip': True, 'use_rot90': True, 'add_noise': True, 'return_mask': True,
-               'batch_size_per_gpu': BATCH, 'num_worker_per_gpu': workers, 'persistent_workers': True}
+    options = {
+        'type': 'RawEventDataset',
+        'name': 'raw',
+        'phase': 'train',
+        'dataroot': str(dataroot),
+        'mode': 'reblur',
+        'crop_size': 8,
+        'use_flip': True,
+        'use_hflip': True,
+        'use_vflip': True,
+        'use_rot90': True,
+        'add_noise': True,
+        'return_mask': True,
+        'batch_size_per_gpu': BATCH,
+        'num_worker_per_gpu': workers,
+        'persistent_workers': True,
+    }
     options = validated(DATASET_REGISTRY, options)
     dataset = RawEventDataset(options)
     sampler = EnlargedSampler(dataset, 1, 0, ratio=RATIO, seed=SEED, item_seeds=True)
@@ -234,8 +264,13 @@ def train(dataroot, workers, total_iter, stop_after=None, state=None):
             loss.backward()
             optimizer.step()
             if current_iter == stop_after:
-                return None, {'iter': current_iter, 'params': model.state_dict(), 'optimizer': optimizer.state_dict(),
-                              'sampler': sampler.state_dict(consumed), 'rng': [capture_rng_state()]}
+                return None, {
+                    'iter': current_iter,
+                    'params': model.state_dict(),
+                    'optimizer': optimizer.state_dict(),
+                    'sampler': sampler.state_dict(consumed),
+                    'rng': [capture_rng_state()],
+                }
             if current_iter == total_iter:
                 break
         else:
@@ -255,8 +290,14 @@ def test_a_stopped_and_resumed_training_ends_with_bit_identical_weights(dataroot
 
 @pytest.mark.parametrize('phase', ['val', 'test'])
 def test_evaluation_loaders_leave_the_global_generators_alone(dataroot, phase):
-    loader = build_dataloader(RawEventDataset(validated(DATASET_REGISTRY, {
-        'type': 'RawEventDataset', 'name': 'raw', 'phase': phase, 'dataroot': str(dataroot)})), {'phase': phase})
+    loader = build_dataloader(
+        RawEventDataset(
+            validated(
+                DATASET_REGISTRY, {'type': 'RawEventDataset', 'name': 'raw', 'phase': phase, 'dataroot': str(dataroot)}
+            )
+        ),
+        {'phase': phase},
+    )
     set_random_seed(1)
     expected = draw_everything()
     set_random_seed(1)

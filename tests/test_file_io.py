@@ -48,9 +48,15 @@ def test_a_failure_inside_the_block_keeps_the_previous_file_and_removes_the_temp
     assert os.listdir(tmp_path) == ['a.txt']
 
 
-@pytest.mark.parametrize('code, hint', [(errno.ENOSPC, 'No space left on device \\[ENOSPC\\]'),
-                                        (errno.EDQUOT, 'quota'), (errno.EFBIG, 'largest file size'),
-                                        (errno.EACCES, 'permissions')])
+@pytest.mark.parametrize(
+    'code, hint',
+    [
+        (errno.ENOSPC, 'No space left on device \\[ENOSPC\\]'),
+        (errno.EDQUOT, 'quota'),
+        (errno.EFBIG, 'largest file size'),
+        (errno.EACCES, 'permissions'),
+    ],
+)
 def test_os_errors_while_writing_become_a_write_error_naming_path_cause_and_free_bytes(tmp_path, code, hint):
     path = tmp_path / 'net_g_10.pth'
     save_torch_atomic({'x': torch.zeros(2)}, path)
@@ -72,8 +78,10 @@ def test_torch_save_on_a_full_disk_is_a_write_error_and_the_previous_checkpoint_
     def full_disk(obj, file, *args, **kwargs):
         with open(file, 'wb') as handle:
             handle.write(b'PK partial zip')
-        raise RuntimeError('[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file '
-                           'data/0: file write failed')
+        raise RuntimeError(
+            '[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file '
+            'data/0: file write failed'
+        )
 
     monkeypatch.setattr(torch, 'save', full_disk)
     with pytest.raises(WriteError, match=r"2.state': RuntimeError: \[enforce fail at inline_container.cc:672\]"):
@@ -114,8 +122,11 @@ def test_other_errors_are_not_disguised_as_write_errors(tmp_path):
 
 def test_remove_stale_temporaries_keeps_those_of_running_processes(tmp_path):
     dead_pid = 2**22 + 17  # above Linux's default pid_max
-    stale = [tmp_path / f'.net_g_4.pth.tmp-{dead_pid}-0a1b2c3d', tmp_path / f'.2.state.tmp{dead_pid}',
-             tmp_path / f'.x.h5.tmp-{os.getpid()}-00000000']
+    stale = [
+        tmp_path / f'.net_g_4.pth.tmp-{dead_pid}-0a1b2c3d',
+        tmp_path / f'.2.state.tmp{dead_pid}',
+        tmp_path / f'.x.h5.tmp-{os.getpid()}-00000000',
+    ]
     alive = tmp_path / f'.y.pth.tmp-{os.getppid()}-ffffffff'
     regular = [tmp_path / 'net_g_4.pth', tmp_path / '.hidden', tmp_path / 'tmp-1']
     for path in [*stale, alive, *regular]:

@@ -15,7 +15,7 @@ import pytest
 from basicsr.data import _ignore_stop_signals
 from basicsr.engine.signals import EXIT_CODES, GracefulStop
 
-LOOP = textwrap.dedent('''
+LOOP = textwrap.dedent("""
     import functools, sys, time
     import torch
     from torch.utils.data import DataLoader
@@ -36,7 +36,7 @@ LOOP = textwrap.dedent('''
                 torch.save({'iter': iteration, 'weight': weight}, state_path)
                 print(stop.describe(iteration), flush=True)
                 raise SystemExit(stop.exit_code)
-    ''')
+    """)
 
 
 def run_until_signalled(tmp_path, signum, workers=0, process_group=False):
@@ -47,8 +47,14 @@ def run_until_signalled(tmp_path, signum, workers=0, process_group=False):
     script = tmp_path / 'loop.py'
     script.write_text(LOOP)
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(os.getcwd()), os.environ.get('PYTHONPATH', '')])}
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / 'state.pt'), str(workers)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / 'state.pt'), str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert process.stdout.readline() == 'running\n'
         if process_group:
@@ -78,8 +84,9 @@ def test_sigterm_stops_the_loop_after_its_iteration_with_a_saved_state(tmp_path)
     assert 'Traceback' not in stderr and stderr == ''
     assert state is not None and state['iter'] >= 3
     assert_complete_updates(state)
-    assert stdout.endswith(f'{signal.Signals(signum).name} received: stopped after iteration {state["iter"]}; '
-                           'resume with --auto_resume\n')
+    assert stdout.endswith(
+        f'{signal.Signals(signum).name} received: stopped after iteration {state["iter"]}; resume with --auto_resume\n'
+    )
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
@@ -88,8 +95,9 @@ def test_a_signal_to_the_whole_process_group_spares_the_loader_workers(tmp_path,
     assert returncode == EXIT_CODES[signum], stderr
     assert 'Traceback' not in stderr
     assert_complete_updates(state)
-    assert stdout.endswith(f'{signal.Signals(signum).name} received: stopped after iteration {state["iter"]}; '
-                           'resume with --auto_resume\n')
+    assert stdout.endswith(
+        f'{signal.Signals(signum).name} received: stopped after iteration {state["iter"]}; resume with --auto_resume\n'
+    )
 
 
 def _shielded_sleep():

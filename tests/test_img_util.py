@@ -38,8 +38,9 @@ def test_tensor2img_min_max():
 
 def test_tensor2img_rgb_order_kept_when_asked():
     tensor = torch.rand(3, 2, 2)
-    np.testing.assert_array_equal(tensor2img(tensor, rgb2bgr=False, out_type=np.float32),
-                                  tensor.permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(
+        tensor2img(tensor, rgb2bgr=False, out_type=np.float32), tensor.permute(1, 2, 0).numpy()
+    )
 
 
 def test_tensor2img_float32_output_stays_in_zero_one():
@@ -113,8 +114,7 @@ def test_grayscale_and_16_bit_round_trips(tmp_path):
     read = imread(tmp_path / 'deep.png', flag='unchanged')
     assert read.dtype == np.uint16
     np.testing.assert_array_equal(read, deep)
-    np.testing.assert_allclose(imread(tmp_path / 'deep.png', flag='unchanged', float32=True), deep / 65535.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(imread(tmp_path / 'deep.png', flag='unchanged', float32=True), deep / 65535.0, rtol=1e-6)
 
 
 def test_imread_float32_scales_to_zero_one(tmp_path):

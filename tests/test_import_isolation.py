@@ -14,19 +14,22 @@ OPTIONAL = ['torchvision', 'tensorboard', 'aedat', 'wandb']
 NOT_AT_IMPORT = ['torchvision', 'tensorboard', 'aedat', 'cv2', 'h5py']
 
 
-@pytest.mark.parametrize(('statement', 'absent'), [
-    ('import basicsr', NOT_AT_IMPORT + ['torch', 'basicsr.archs', 'basicsr.data', 'basicsr.models']),
-    ('import basicsr.utils', NOT_AT_IMPORT + ['torch']),
-    ('import basicsr.engine.options', NOT_AT_IMPORT),
-    ('from basicsr.engine.cli import load_options, parse_options', NOT_AT_IMPORT),
-])
+@pytest.mark.parametrize(
+    ('statement', 'absent'),
+    [
+        ('import basicsr', NOT_AT_IMPORT + ['torch', 'basicsr.archs', 'basicsr.data', 'basicsr.models']),
+        ('import basicsr.utils', NOT_AT_IMPORT + ['torch']),
+        ('import basicsr.engine.options', NOT_AT_IMPORT),
+        ('from basicsr.engine.cli import load_options, parse_options', NOT_AT_IMPORT),
+    ],
+)
 def test_imports_work_without_optional_dependencies(statement, absent, run_python, import_blocker):
-    script = import_blocker(OPTIONAL) + textwrap.dedent(f'''
+    script = import_blocker(OPTIONAL) + textwrap.dedent(f"""
         import json
         import sys
         {statement}
         print(json.dumps(sorted(name for name in {absent!r} if name in sys.modules)))
-    ''')
+    """)
     result = run_python('-c', script)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
@@ -67,7 +70,12 @@ def test_nothing_imports_torchvision():
 
 
 def test_the_import_scan_finds_torchvision_imports():
-    sources = ['import torchvision', 'from torchvision.ops import nms', 'import torchvision.transforms as T',
-               "__import__('torchvision')", "importlib.import_module('torchvision.models')"]
+    sources = [
+        'import torchvision',
+        'from torchvision.ops import nms',
+        'import torchvision.transforms as T',
+        "__import__('torchvision')",
+        "importlib.import_module('torchvision.models')",
+    ]
     for source in sources:
         assert any(name.split('.')[0] == 'torchvision' for name in imported_modules(ast.parse(source))), source

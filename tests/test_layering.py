@@ -31,7 +31,8 @@ ONLY_ENGINE_IMPORTS = 'models'
 
 def is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == 'TYPE_CHECKING') or (
-        isinstance(test, ast.Attribute) and test.attr == 'TYPE_CHECKING')
+        isinstance(test, ast.Attribute) and test.attr == 'TYPE_CHECKING'
+    )
 
 
 def runtime_nodes(tree: ast.AST):
@@ -59,7 +60,7 @@ def imported_modules(path: Path) -> set[str]:
             base = node.module or ''
             if node.level:
                 parts = package.split('.')
-                base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = '.'.join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             names.add(base)
             names.update(f'{base}.{alias.name}' for alias in node.names)
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
@@ -87,8 +88,11 @@ def test_imports_flow_one_way(path):
 
 
 def test_only_the_engine_and_the_entry_points_reach_the_models():
-    reaching = {path.relative_to(PACKAGE).parts[0] for path in modules()
-                if any(layer_of(name) == ONLY_ENGINE_IMPORTS for name in imported_modules(path))}
+    reaching = {
+        path.relative_to(PACKAGE).parts[0]
+        for path in modules()
+        if any(layer_of(name) == ONLY_ENGINE_IMPORTS for name in imported_modules(path))
+    }
     assert reaching - {'models'} <= {'engine'}, reaching
 
 
@@ -96,11 +100,13 @@ def test_the_scan_sees_imports_inside_functions_and_skips_type_checking(tmp_path
     package = tmp_path / 'basicsr'
     (package / 'utils').mkdir(parents=True)
     source = package / 'utils' / 'mod.py'
-    source.write_text('from typing import TYPE_CHECKING\n'
-                      'if TYPE_CHECKING:\n    from basicsr.engine.context import RunContext\n'
-                      'def f():\n    from basicsr.data import build_dataloader\n'
-                      "    importlib.import_module('basicsr.models.base_model')\n"
-                      'from ..events import read_events\n')
+    source.write_text(
+        'from typing import TYPE_CHECKING\n'
+        'if TYPE_CHECKING:\n    from basicsr.engine.context import RunContext\n'
+        'def f():\n    from basicsr.data import build_dataloader\n'
+        "    importlib.import_module('basicsr.models.base_model')\n"
+        'from ..events import read_events\n'
+    )
     monkeypatch.setattr(__import__(__name__), 'PACKAGE', package)
     names = imported_modules(source)
     assert {'basicsr.data', 'basicsr.models.base_model', 'basicsr.events'} <= names

@@ -94,7 +94,7 @@ def test_a_missing_entry_names_the_one_that_exists(tmp_path):
         load_network(make_net(), path)
     message = str(info.value)
     assert f"Checkpoint file '{path}' has no key 'params'" in message
-    assert "top-level keys are: params_ema, iter" in message
+    assert 'top-level keys are: params_ema, iter' in message
     assert "It has 'params_ema': set param_key (path.param_key_g in the options) to 'params_ema'" in message
 
 
@@ -108,8 +108,11 @@ def test_param_key_none_needs_a_bare_state_dict(tmp_path):
 def test_an_entry_that_is_not_a_state_dict_is_reported(tmp_path):
     path = tmp_path / 'odd.pth'
     torch.save({'params': {'conv.weight': torch.zeros(1), 'note': 'hello'}}, path)
-    with pytest.raises(CheckpointError, match=r"\(key 'params'\) is not a state dict of tensors \(non-tensor "
-                                              r'entries: note\)'):
+    with pytest.raises(
+        CheckpointError,
+        match=r"\(key 'params'\) is not a state dict of tensors \(non-tensor "
+        r'entries: note\)',
+    ):
         load_network(make_net(), path)
 
 
@@ -183,8 +186,9 @@ def test_a_missing_file_is_a_file_not_found_error_naming_it(tmp_path):
         load_network(make_net(), path)
 
 
-@pytest.mark.parametrize('content', [b'', b'this is not a checkpoint at all', bytes(range(256)) * 4],
-                         ids=['empty', 'text', 'bytes'])
+@pytest.mark.parametrize(
+    'content', [b'', b'this is not a checkpoint at all', bytes(range(256)) * 4], ids=['empty', 'text', 'bytes']
+)
 def test_a_garbage_file_is_a_clear_value_error(tmp_path, content):
     path = tmp_path / 'garbage.pth'
     path.write_bytes(content)
@@ -207,9 +211,12 @@ def test_a_pickle_with_arbitrary_objects_is_refused_without_running_it(tmp_path)
     path = tmp_path / 'evil.pth'
     torch.save({'params': randomised_state(), 'payload': _Payload(str(marker))}, path)
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match=r'cannot be loaded safely \(torch.load with weights_only=True '
-                                              r'refused it: Unsupported global: GLOBAL io.open was not an allowed '
-                                              r'global by default.\)'):
+    with pytest.raises(
+        CheckpointError,
+        match=r'cannot be loaded safely \(torch.load with weights_only=True '
+        r'refused it: Unsupported global: GLOBAL io.open was not an allowed '
+        r'global by default.\)',
+    ):
         load_network(make_net(), path)
     assert not marker.exists()
 
@@ -255,8 +262,11 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monk
         raise OSError(errno.ENOSPC, 'No space left on device')
 
     monkeypatch.setattr(checkpoint.torch, 'save', broken_save)
-    with pytest.raises(WriteError, match=rf"cannot write '{path}': No space left on device \[ENOSPC\] \([\d,]+ "
-                                         r'bytes free on its disk\)'):
+    with pytest.raises(
+        WriteError,
+        match=rf"cannot write '{path}': No space left on device \[ENOSPC\] \([\d,]+ "
+        r'bytes free on its disk\)',
+    ):
         save_network(make_net(seed=2), path)
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ['net.pth']
@@ -273,16 +283,19 @@ def test_a_save_into_a_folder_below_a_regular_file_is_a_write_error(tmp_path):
 # ----------------------------------------------------------------------------------------------
 def truncated_copy(source, path, keep: float = 0.5):
     data = source.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
     return path
 
 
 def test_a_truncated_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path):
     save_network(make_net(), tmp_path / 'net.pth')
     path = truncated_copy(tmp_path / 'net.pth', tmp_path / 'cut.pth')
-    with pytest.raises(CheckpointError, match=rf"Checkpoint file '{path}' is not a readable torch file "
-                                              r'\(RuntimeError: PytorchStreamReader failed reading zip archive.*'
-                                              r'truncated or corrupt') as info:
+    with pytest.raises(
+        CheckpointError,
+        match=rf"Checkpoint file '{path}' is not a readable torch file "
+        r'\(RuntimeError: PytorchStreamReader failed reading zip archive.*'
+        r'truncated or corrupt',
+    ) as info:
         load_network(make_net(), path)
     assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
 
@@ -297,11 +310,15 @@ def test_read_training_state_round_trip_and_named_errors(tmp_path):
     with pytest.raises(CheckpointError, match=f"Training state file '{cut}' is not a readable torch file"):
         read_training_state(cut)
     torch.save([1, 2], tmp_path / '10.state')
-    with pytest.raises(CheckpointError, match=r"10.state' is not a training state \(expected a dict with an "
-                                              r"integer 'iter', found list\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"10.state' is not a training state \(expected a dict with an "
+        r"integer 'iter', found list\)",
+    ):
         read_training_state(tmp_path / '10.state')
-    with pytest.raises(MissingInputError, match="Training state file '.*11.state' does not exist; check "
-                                                'path.resume_state'):
+    with pytest.raises(
+        MissingInputError, match="Training state file '.*11.state' does not exist; check path.resume_state"
+    ):
         read_training_state(tmp_path / '11.state')
     torch.save({'iter': 1, 'payload': _Payload(str(tmp_path / 'pwned'))}, tmp_path / '12.state')
     with pytest.raises(CheckpointError, match='cannot be loaded safely'):
@@ -319,10 +336,15 @@ def test_newest_readable_training_state_skips_a_corrupt_newest_state_with_a_warn
     with caplog.at_level(logging.WARNING, logger='basicsr.utils.checkpoint'):
         path, state = newest_readable_training_state(folder)
     assert (path, state['iter']) == (folder / '8.state', 8)
-    assert f"Skipping the newest training state: Training state file '{folder / '12.state'}' is not a readable" \
+    assert (
+        f"Skipping the newest training state: Training state file '{folder / '12.state'}' is not a readable"
         in caplog.text
+    )
     for name in ('4.state', '8.state'):
         (folder / name).write_bytes(b'')
-    with pytest.raises(CheckpointError, match=r"None of the training states in '.*training_states' can be read "
-                                              r'\(12.state, 8.state, 4.state\)'):
+    with pytest.raises(
+        CheckpointError,
+        match=r"None of the training states in '.*training_states' can be read "
+        r'\(12.state, 8.state, 4.state\)',
+    ):
         newest_readable_training_state(folder)

@@ -100,8 +100,9 @@ def test_close_file_handlers(tmp_path, rank):
     assert file_handlers(logger) == [] and len(console_handlers(logger)) == 1
 
 
-@pytest.mark.parametrize(('seconds', 'text'), [(0, '0:00:00'), (3723.9, '1:02:03'), (-5, '0:00:00'),
-                                               (90061, '1 day, 1:01:01')])
+@pytest.mark.parametrize(
+    ('seconds', 'text'), [(0, '0:00:00'), (3723.9, '1:02:03'), (-5, '0:00:00'), (90061, '1 day, 1:01:01')]
+)
 def test_format_eta(seconds, text):
     assert format_eta(seconds) == text
 
@@ -128,13 +129,12 @@ class ListHandler(logging.Handler):
 
 
 def log_vars(**extra):
-    return {'epoch': 3, 'iter': 1200, 'lrs': [2e-4], 'time': 0.4123, 'data_time': 0.0031, 'l_pix': -0.0123456,
-            **extra}
+    return {'epoch': 3, 'iter': 1200, 'lrs': [2e-4], 'time': 0.4123, 'data_time': 0.0031, 'l_pix': -0.0123456, **extra}
 
 
 def without_name(line: str) -> str:
     """The training line after its '[<name>..]' prefix."""
-    return line[line.index('..]') + 3:]
+    return line[line.index('..]') + 3 :]
 
 
 def test_training_line_has_the_basicsr_format(rank):
@@ -142,8 +142,10 @@ def test_training_line_has_the_basicsr_format(rank):
     message_logger = MessageLogger('EFNet_experiment', total_iter=2400, start_iter=0)
     message_logger.start_time = time.time() - 1200.0  # 1 s per iteration, 1200 left
     line = message_logger.format_line(log_vars(l_total=1.5))
-    assert without_name(line) == ('[epoch:  3, iter:   1,200, lr:(2.000e-04,)] '
-                                  '[eta: 0:20:00, time (data): 0.412 (0.003)] l_pix: -1.2346e-02 l_total: 1.5000e+00')
+    assert without_name(line) == (
+        '[epoch:  3, iter:   1,200, lr:(2.000e-04,)] '
+        '[eta: 0:20:00, time (data): 0.412 (0.003)] l_pix: -1.2346e-02 l_total: 1.5000e+00'
+    )
 
 
 def test_training_line_starts_with_the_first_five_characters_of_the_name(rank):

@@ -54,8 +54,10 @@ def test_omp_num_threads_in_the_environment_wins(monkeypatch, restore_threads):
     assert size_compute_threads(8, 0) == 1 and torch.get_num_threads() == 1
 
 
-@pytest.mark.parametrize(('dist', 'world_size', 'local', 'expected'), [(False, 1, None, 8), (True, 4, None, 2),
-                                                                       (True, 8, '2', 4), (True, 16, None, 1)])
+@pytest.mark.parametrize(
+    ('dist', 'world_size', 'local', 'expected'),
+    [(False, 1, None, 8), (True, 4, None, 2), (True, 8, '2', 4), (True, 16, None, 1)],
+)
 def test_cores_are_shared_by_the_processes_of_the_machine(dist, world_size, local, expected, monkeypatch):
     monkeypatch.setattr(run_setup.os, 'sched_getaffinity', lambda pid: set(range(8)), raising=False)
     if local is None:
@@ -77,9 +79,18 @@ class Numbers(Dataset):
 
 
 def loader_options(**overrides) -> dict:
-    opt = {'name': 'numbers', 'type': 'H5ImageDataset', 'phase': 'train', 'batch_size_per_gpu': 2,
-           'num_worker_per_gpu': 0, 'use_shuffle': False, 'prefetch_mode': 'auto', 'num_prefetch_queue': 2,
-           'pin_memory': 'auto', 'persistent_workers': 'auto'}
+    opt = {
+        'name': 'numbers',
+        'type': 'H5ImageDataset',
+        'phase': 'train',
+        'batch_size_per_gpu': 2,
+        'num_worker_per_gpu': 0,
+        'use_shuffle': False,
+        'prefetch_mode': 'auto',
+        'num_prefetch_queue': 2,
+        'pin_memory': 'auto',
+        'persistent_workers': 'auto',
+    }
     opt.update(overrides)
     return freeze(opt)
 
@@ -100,8 +111,9 @@ def test_auto_loader_settings_on_the_cpu():
     assert [batch['value'].tolist() for batch in loader] == [[0, 1], [2, 3], [4, 5]]
     with_workers = build_dataloader(Numbers(6), loader_options(num_worker_per_gpu=1), device=torch.device('cpu'))
     assert with_workers.persistent_workers and with_workers.num_workers == 1
-    explicit = build_dataloader(Numbers(6), loader_options(num_worker_per_gpu=1, persistent_workers=False,
-                                                           prefetch_mode='cpu'))
+    explicit = build_dataloader(
+        Numbers(6), loader_options(num_worker_per_gpu=1, persistent_workers=False, prefetch_mode='cpu')
+    )
     assert not explicit.persistent_workers and isinstance(explicit, PrefetchDataLoader)
 
 
@@ -133,4 +145,5 @@ def test_the_model_resolves_the_performance_settings_once_and_logs_them(tmp_path
         model, _ = make_model(tmp_path, tmp_path / 'data')
     assert isinstance(model.perf, EffectivePerformance) and model.perf.amp is None
     assert [m for m in caplog.messages if m.startswith('Performance on cpu')] == [
-        'Performance on cpu: amp=float32, channels_last=False, compile=False']
+        'Performance on cpu: amp=float32, channels_last=False, compile=False'
+    ]

@@ -98,8 +98,9 @@ def test_cosine_annealing_restart_with_two_periods():
 
 def test_multistep_restart_sequence():
     optimizer = make_optimizer()
-    scheduler = MultiStepRestartLR(optimizer, milestones=(3, 6, 6, 8, 12), gamma=0.5, restarts=(0, 8),
-                                   restart_weights=(1, 0.25))
+    scheduler = MultiStepRestartLR(
+        optimizer, milestones=(3, 6, 6, 8, 12), gamma=0.5, restarts=(0, 8), restart_weights=(1, 0.25)
+    )
     seen = [lrs[0] / LR0 for lrs in lrs_per_iteration(optimizer, scheduler, 15)]
     # steps 0-2: 1; 3-5: 0.5; 6-7: 0.125 (6 listed twice); 8: restart at 0.25 (milestone 8 skipped); 12+: 0.125
     expected = [1, 1, 1, 0.5, 0.5, 0.5, 0.125, 0.125, 0.25, 0.25, 0.25, 0.25, 0.125, 0.125, 0.125]
@@ -128,15 +129,23 @@ def test_warmup_lr_is_linear():
         ({'type': 'TrueCosineAnnealingLR', 'T_max': 0}, r'T_max: must be a positive integer \(iterations\), got 0'),
         ({'type': 'TrueCosineAnnealingLR', 'T_max': 10, 'eta_min': -1.0}, r'eta_min: .* must be >= 0, got -1.0'),
         ({'type': 'CosineAnnealingRestartLR', 'periods': []}, r'periods: must list at least one period length'),
-        ({'type': 'CosineAnnealingRestartLR', 'periods': [10, 0]},
-         r'periods: must be positive integers .* got \[10, 0\]'),
-        ({'type': 'CosineAnnealingRestartLR', 'periods': [10, 20], 'restart_weights': [1]},
-         r'restart_weights: needs one entry per period: periods has 2 \(\[10, 20\]\), restart_weights has 1'),
-        ({'type': 'MultiStepRestartLR', 'milestones': [5], 'restarts': [0, 10]},
-         r'restart_weights: needs one entry per restart: restarts has 2'),
+        (
+            {'type': 'CosineAnnealingRestartLR', 'periods': [10, 0]},
+            r'periods: must be positive integers .* got \[10, 0\]',
+        ),
+        (
+            {'type': 'CosineAnnealingRestartLR', 'periods': [10, 20], 'restart_weights': [1]},
+            r'restart_weights: needs one entry per period: periods has 2 \(\[10, 20\]\), restart_weights has 1',
+        ),
+        (
+            {'type': 'MultiStepRestartLR', 'milestones': [5], 'restarts': [0, 10]},
+            r'restart_weights: needs one entry per restart: restarts has 2',
+        ),
         ({'type': 'MultiStepRestartLR', 'milestones': [-5]}, r'milestones: must be non-negative integers'),
-        ({'type': 'MultiStepRestartLR', 'milestones': [5], 'gamma': 0.0},
-         r'gamma: \(the decay factor\) must be > 0, got 0.0'),
+        (
+            {'type': 'MultiStepRestartLR', 'milestones': [5], 'gamma': 0.0},
+            r'gamma: \(the decay factor\) must be > 0, got 0.0',
+        ),
     ],
 )
 def test_scheduler_arguments_are_checked_by_their_declared_options(options, message):
@@ -145,8 +154,9 @@ def test_scheduler_arguments_are_checked_by_their_declared_options(options, mess
 
 
 def test_build_scheduler_from_read_only_options():
-    options = validated(SCHEDULER_REGISTRY, {'type': 'CosineAnnealingRestartLR', 'periods': [10, 20],
-                                             'restart_weights': [1, 0.5]})
+    options = validated(
+        SCHEDULER_REGISTRY, {'type': 'CosineAnnealingRestartLR', 'periods': [10, 20], 'restart_weights': [1, 0.5]}
+    )
     scheduler = build(SCHEDULER_REGISTRY, options, optimizer=make_optimizer())
     assert isinstance(scheduler, CosineAnnealingRestartLR)
     assert scheduler.periods == [10, 20] and options['periods'] == (10, 20)
@@ -171,8 +181,9 @@ def test_build_optimizer_passes_options_and_keeps_groups():
     assert optimizer.param_groups[0]['betas'] == (0.9, 0.99)
     assert optimizer.param_groups[1]['weight_decay'] == 1e-4
     assert options['type'] == 'AdamW'  # not consumed
-    sgd = build(OPTIMIZER_REGISTRY, validated(OPTIMIZER_REGISTRY, {'type': 'SGD', 'lr': 0.1, 'momentum': 0.9}),
-                params=[weights])
+    sgd = build(
+        OPTIMIZER_REGISTRY, validated(OPTIMIZER_REGISTRY, {'type': 'SGD', 'lr': 0.1, 'momentum': 0.9}), params=[weights]
+    )
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]['momentum'] == 0.9
     for name in ('Adam', 'AdamW', 'SGD'):
         assert OPTIMIZER_REGISTRY.get(name) is getattr(torch.optim, name)
@@ -181,8 +192,11 @@ def test_build_optimizer_passes_options_and_keeps_groups():
 def test_optimizer_option_errors():
     with pytest.raises(InvalidInputError, match=r"No optimizer named 'Adamw'.*Did you mean 'AdamW'"):
         validated(OPTIMIZER_REGISTRY, {'type': 'Adamw', 'lr': 1e-3})
-    with pytest.raises(InvalidInputError, match=r"unknown key 'weight_decy' for optimizer AdamW; did you mean "
-                                                r"'weight_decay'"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"unknown key 'weight_decy' for optimizer AdamW; did you mean "
+        r"'weight_decay'",
+    ):
         validated(OPTIMIZER_REGISTRY, {'type': 'AdamW', 'weight_decy': 1e-4})
 
 

@@ -33,6 +33,7 @@ def hand_luma_bgr(img):
 
 def naive_ssim_map(img, img2, window, c1, c2):
     """SSIM map with a dense window over every full window position of two float64 arrays."""
+
     def local_mean(x):
         windows = sliding_window_view(x, window.shape)
         return np.tensordot(windows, window, axes=window.ndim)
@@ -93,12 +94,19 @@ def test_psnr_on_y_channel_uses_the_luma_difference():
 def test_ssim_equals_scikit_image_gaussian_ssim():
     # skimage filters with reflect borders and averages the map after cropping 5 px: the valid region.
     img, img2 = textured_pair()
-    expected = structural_similarity(img, img2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                     data_range=255, channel_axis=2)
+    expected = structural_similarity(
+        img, img2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2
+    )
     assert 0.3 < expected < 0.95
     assert calculate_ssim(img, img2, 0) == pytest.approx(expected, abs=1e-12)
-    y_expected = structural_similarity(hand_luma_bgr(img), hand_luma_bgr(img2), gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False, data_range=255)
+    y_expected = structural_similarity(
+        hand_luma_bgr(img),
+        hand_luma_bgr(img2),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
     assert calculate_ssim(img, img2, 0, test_y_channel=True) == pytest.approx(y_expected, abs=1e-12)
 
 
@@ -141,7 +149,8 @@ def test_ssim_3d_matches_the_reference_float32_conv3d_within_its_precision():
         a, b = (torch.from_numpy(x.astype(np.float32)) for x in (img, img2))
         mu1, mu2 = blur(a), blur(b)
         ssim_map = ((2 * mu1 * mu2 + 6.5025) * (2 * (blur(a * b) - mu1 * mu2) + 58.5225)) / (
-            (mu1**2 + mu2**2 + 6.5025) * (blur(a * a) - mu1**2 + blur(b * b) - mu2**2 + 58.5225))
+            (mu1**2 + mu2**2 + 6.5025) * (blur(a * a) - mu1**2 + blur(b * b) - mu2**2 + 58.5225)
+        )
     assert calculate_ssim_3d(img, img2, 0) == pytest.approx(ssim_map.mean().item(), abs=1e-4)
 
 

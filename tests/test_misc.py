@@ -60,7 +60,10 @@ def test_mkdir_and_rename_archives_an_existing_folder_instead_of_deleting_it(tmp
     assert (tmp_path / 'exp_archived_20250101_120000_1' / 'net_g_200.pth').read_text() == 'weights 2'
     assert (tmp_path / 'exp_archived_20250101_120000' / 'net_g_100.pth').read_text() == 'weights 1'
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        'exp', 'exp_archived_20250101_120000', 'exp_archived_20250101_120000_1']
+        'exp',
+        'exp_archived_20250101_120000',
+        'exp_archived_20250101_120000_1',
+    ]
 
 
 def test_newest_training_state_compares_iterations_as_numbers(tmp_path):

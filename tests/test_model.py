@@ -37,18 +37,36 @@ def write_file(path: Path, num_items: int, height: int, width: int, channels: in
 
 def make_model(tmp_path: Path, data: Path, is_train: bool = True, **changes):
     options = {
-        'name': 'unit', 'model_type': 'ImageEventRestorationModel', 'num_gpu': 0, 'manual_seed': 0,
+        'name': 'unit',
+        'model_type': 'ImageEventRestorationModel',
+        'num_gpu': 0,
+        'manual_seed': 0,
         'datasets': {
-            'train': {'name': 'tr', 'type': 'H5ImageDataset', 'dataroot': str(data), 'crop_size': 16,
-                      'return_mask': True, 'use_mask': True, 'batch_size_per_gpu': 2},
-            'val': {'name': 'va', 'type': 'H5ImageDataset', 'dataroot': str(data), 'return_mask': True,
-                    'use_mask': True},
+            'train': {
+                'name': 'tr',
+                'type': 'H5ImageDataset',
+                'dataroot': str(data),
+                'crop_size': 16,
+                'return_mask': True,
+                'use_mask': True,
+                'batch_size_per_gpu': 2,
+            },
+            'val': {
+                'name': 'va',
+                'type': 'H5ImageDataset',
+                'dataroot': str(data),
+                'return_mask': True,
+                'use_mask': True,
+            },
         },
         'network_g': {'type': 'EFNet', 'wf': 8},
         'path': {'root': str(tmp_path)},
         'performance': {'amp': None, 'channels_last': False, 'compile': False},  # exact float32 numbers
-        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'total_iter': 10,
-                  'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5}},
+        'train': {
+            'optim_g': {'type': 'Adam', 'lr': 1e-3},
+            'total_iter': 10,
+            'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5},
+        },
         'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}, 'pbar': False, 'rgb2bgr': False},
     }
     for dotted, value in changes.items():
@@ -60,9 +78,18 @@ def make_model(tmp_path: Path, data: Path, is_train: bool = True, **changes):
     path = tmp_path / 'opt.yml'
     path.write_text(yaml.safe_dump(options))
     opt = load_options(path, is_train=is_train)
-    ctx = RunContext(opt_path=path, is_train=is_train, launcher='none', rank=0, world_size=1, local_rank=0,
-                     auto_resume=False, debug=False, device=torch.device('cpu'),
-                     paths=ExperimentPaths.derive(opt, is_train))
+    ctx = RunContext(
+        opt_path=path,
+        is_train=is_train,
+        launcher='none',
+        rank=0,
+        world_size=1,
+        local_rank=0,
+        auto_resume=False,
+        debug=False,
+        device=torch.device('cpu'),
+        paths=ExperimentPaths.derive(opt, is_train),
+    )
     torch.manual_seed(0)
     return build_model(opt, ctx), opt
 
@@ -123,9 +150,16 @@ def test_ema_weights_are_saved_and_used_for_testing(tmp_path, data):
     model.save(epoch=0, current_iter=1)
     checkpoint = torch.load(tmp_path / 'experiments/unit/models/net_g_1.pth', weights_only=True)
     assert set(checkpoint) == {'params', 'params_ema', 'meta'}
-    assert checkpoint['meta']['network_g'] == {'type': 'EFNet', 'wf': 8, 'in_chn': 3, 'ev_chn': 6, 'depth': 3,
-                                               'fuse_before_downsample': True, 'relu_slope': 0.2,
-                                               'num_heads': [1, 2, 4]}
+    assert checkpoint['meta']['network_g'] == {
+        'type': 'EFNet',
+        'wf': 8,
+        'in_chn': 3,
+        'ev_chn': 6,
+        'depth': 3,
+        'fuse_before_downsample': True,
+        'relu_slope': 0.2,
+        'num_heads': [1, 2, 4],
+    }
     for name, value in model.net_g_ema.state_dict().items():
         assert torch.equal(checkpoint['params_ema'][name], value)
     with torch.no_grad():
@@ -153,16 +187,20 @@ def test_voxel_channels_must_match_the_network_before_the_first_batch(tmp_path):
     model, opt = make_model(tmp_path, folder)
     dataset = build_dataset(opt['datasets']['train'])
     assert dataset.voxel_channels == 7
-    with pytest.raises(InvalidInputError, match="Data set 'tr' gives voxels with 7 channels but network_g.ev_chn is 6; "
-                                                'make them equal: set network_g.ev_chn'):
+    with pytest.raises(
+        InvalidInputError,
+        match="Data set 'tr' gives voxels with 7 channels but network_g.ev_chn is 6; "
+        'make them equal: set network_g.ev_chn',
+    ):
         check_event_channels(model, {'tr': dataset})
     matching, _ = make_model(tmp_path, folder, network_g={'type': 'EFNet', 'wf': 8, 'ev_chn': 7})
     check_event_channels(matching, {'tr': dataset})
 
 
 def test_tiled_validation_equals_the_mean_of_tile_outputs_and_tiles_the_mask(tmp_path, data):
-    model, opt = make_model(tmp_path, data, val__grids=True, val__crop_size=16, val__grid_overlap=4,
-                            val__max_minibatch=3)
+    model, opt = make_model(
+        tmp_path, data, val__grids=True, val__crop_size=16, val__grid_overlap=4, val__max_minibatch=3
+    )
     seen = []
     net = model.net_g
 
@@ -190,7 +228,7 @@ def test_tile_starts_cover_the_frame_with_the_overlap():
         starts = tile_starts(length, tile, overlap)
         covered = np.zeros(length, bool)
         for s in starts:
-            covered[s:s + tile] = True
+            covered[s : s + tile] = True
         assert covered.all() and starts[-1] + tile == length
         assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
 
@@ -200,18 +238,31 @@ def test_tiled_forward_of_a_pixelwise_function_equals_the_full_forward():
     x = torch.rand(1, 3, 37, 50)
     conv = torch.nn.Conv2d(3, 2, 1)
     full = conv(x)
-    tiled = tiled_forward(lambda x, none: conv(x) if none is None else None, [x, None], tile=16, overlap=5,
-                          max_minibatch=4)
+    tiled = tiled_forward(
+        lambda x, none: conv(x) if none is None else None, [x, None], tile=16, overlap=5, max_minibatch=4
+    )
     assert torch.allclose(tiled, full, atol=1e-6)
 
 
 def test_reblur_protocol_evaluates_the_first_256_rows(tmp_path):
     folder = tmp_path / 'reblur'
     write_file(folder / 'seq.h5', num_items=1, height=260, width=8)
-    model, opt = make_model(tmp_path, folder, is_train=False, dataset_name='REBlur',
-                            model_type='TestImageEventRestorationModel', datasets={
-                                'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder),
-                                         'return_mask': True, 'use_mask': True}})
+    model, opt = make_model(
+        tmp_path,
+        folder,
+        is_train=False,
+        dataset_name='REBlur',
+        model_type='TestImageEventRestorationModel',
+        datasets={
+            'test': {
+                'name': 'te',
+                'type': 'H5ImageDataset',
+                'dataroot': str(folder),
+                'return_mask': True,
+                'use_mask': True,
+            }
+        },
+    )
     loader = build_dataloader(build_dataset(opt['datasets']['test']), opt['datasets']['test'])
     assert opt['datasets']['test']['eval_rows'] == 256
     result = model.validation(loader, opt['datasets']['test'], current_iter=-1, save_dir=tmp_path / 'vis')
@@ -219,7 +270,7 @@ def test_reblur_protocol_evaluates_the_first_256_rows(tmp_path):
     batch = next(iter(loader))
     gt = batch['frame_gt'][0, :, :256].numpy().transpose(1, 2, 0) * 255
     lq = batch['frame'][0, :, :256].numpy().transpose(1, 2, 0) * 255
-    expected = 10 * np.log10(255 ** 2 / np.mean((np.round(lq).astype(np.float64) - np.round(gt)) ** 2))
+    expected = 10 * np.log10(255**2 / np.mean((np.round(lq).astype(np.float64) - np.round(gt)) ** 2))
     assert result['records'][0]['input']['psnr'] == pytest.approx(expected, rel=1e-9)
 
 
@@ -261,8 +312,10 @@ def test_pretrained_weights_are_read_from_the_chosen_entry(tmp_path, data):
     params, ema = build(ARCH_REGISTRY, efnet).state_dict(), build(ARCH_REGISTRY, efnet)
     checkpoint = tmp_path / 'ckpt.pth'
     torch.save({'params': params, 'params_ema': ema.state_dict()}, checkpoint)
-    for key, changes, expected in [('param_key_g', {}, params), ('param_key', {'path__param_key': 'params_ema'},
-                                                                    ema.state_dict())]:
+    for key, changes, expected in [
+        ('param_key_g', {}, params),
+        ('param_key', {'path__param_key': 'params_ema'}, ema.state_dict()),
+    ]:
         model, _ = make_model(tmp_path, data, path__pretrain_network_g=str(checkpoint), **changes)
         for name, value in model.net_g.state_dict().items():
             assert torch.equal(value, expected[name]), (key, name)
@@ -302,15 +355,25 @@ def test_a_red_frame_stays_red_in_the_png_and_the_tensorboard_preview(tmp_path):
     red_bgr[2] = 255  # channel order B, G, R
     with TrainingH5Writer(folder / 'seq.h5') as writer:
         writer.add(red_bgr, voxel=np.zeros((6, 16, 16), np.float32), sharp=red_bgr)
-    model, opt = make_model(tmp_path, folder, is_train=False, val__rgb2bgr=None, datasets={
-        'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder)}})
+    model, opt = make_model(
+        tmp_path,
+        folder,
+        is_train=False,
+        val__rgb2bgr=None,
+        datasets={'test': {'name': 'te', 'type': 'H5ImageDataset', 'dataroot': str(folder)}},
+    )
     assert opt['val']['rgb2bgr'] is None
     identity_network(model)
     dataset = build_dataset(opt['datasets']['test'])
     assert dataset.channel_order == 'BGR'
     board = RecordingTensorBoard()
-    model.validation(build_dataloader(dataset, opt['datasets']['test']), opt['datasets']['test'], current_iter=1,
-                     tb_logger=board, save_dir=tmp_path / 'vis')
+    model.validation(
+        build_dataloader(dataset, opt['datasets']['test']),
+        opt['datasets']['test'],
+        current_iter=1,
+        tb_logger=board,
+        save_dir=tmp_path / 'vis',
+    )
     png = imread(tmp_path / 'vis' / 'seq' / '0000.png')  # OpenCV reads BGR
     assert (png[..., 2] == 255).all() and (png[..., :2] == 0).all()
     preview = board.images['val/te/0']  # blurry | output | sharp, RGB
@@ -327,8 +390,10 @@ def test_a_non_finite_output_names_the_data_set_and_item(tmp_path, data):
 
 
 def test_eval_rows_is_chosen_per_evaluation_set(tmp_path, data):
-    sets = {'test': {'name': 'a', 'type': 'H5ImageDataset', 'dataroot': str(data)},
-            'test_2': {'name': 'b', 'type': 'H5ImageDataset', 'dataroot': str(data), 'eval_rows': 8}}
+    sets = {
+        'test': {'name': 'a', 'type': 'H5ImageDataset', 'dataroot': str(data)},
+        'test_2': {'name': 'b', 'type': 'H5ImageDataset', 'dataroot': str(data), 'eval_rows': 8},
+    }
     model, opt = make_model(tmp_path, data, is_train=False, datasets=sets)
     assert [d['eval_rows'] for d in opt['datasets'].values()] == [None, 8]
     _, reblur = make_model(tmp_path, data, is_train=False, datasets=sets, dataset_name='REBlur')
@@ -343,8 +408,10 @@ def test_eval_rows_is_chosen_per_evaluation_set(tmp_path, data):
 OFFICIAL = ROOT / 'tests' / 'data' / 'official_options'
 
 
-@pytest.mark.parametrize('option_file', sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob('options/**/*.yml'),
-                                                                                   *OFFICIAL.glob('**/*.yml')]))
+@pytest.mark.parametrize(
+    'option_file',
+    sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob('options/**/*.yml'), *OFFICIAL.glob('**/*.yml')]),
+)
 def test_shipped_and_official_files_keep_the_colours_of_bgr_data(option_file):
     """With the HDF5 frames in BGR, no file swaps the channels for OpenCV (PNGs, metrics)."""
     val = yaml.safe_load((ROOT / option_file).read_text()).get('val') or {}

@@ -22,8 +22,16 @@ def summary():
     return load_script(SCRIPT)
 
 
-def efnet_flops(height: int, width: int, wf: int = 64, depth: int = 3, num_heads=(1, 2, 4), in_chn: int = 3,
-                ev_chn: int = 6, folded_attention: bool = True) -> int:
+def efnet_flops(
+    height: int,
+    width: int,
+    wf: int = 64,
+    depth: int = 3,
+    num_heads=(1, 2, 4),
+    in_chn: int = 3,
+    ev_chn: int = 6,
+    folded_attention: bool = True,
+) -> int:
     """FLOPs (2 per multiply-add) of convolutions and matrix products of one EFNet forward with a
     mask, for H and W multiples of 2**(depth - 1), written from the architecture description.
 
@@ -71,8 +79,10 @@ def parse(output: str) -> tuple[int, int, dict[str, tuple[int, float]]]:
     """(parameters, FLOPs, {module: (parameters, GFLOPs)}) from the script's output."""
     params = int(re.search(r'EFNet: ([\d,]+) parameters', output).group(1).replace(',', ''))
     flops = int(re.search(r'forward with event tensor and mask: ([\d,]+) ', output).group(1).replace(',', ''))
-    rows = {m.group(1): (int(m.group(2).replace(',', '')), float(m.group(3)))
-            for m in re.finditer(r'^(\w+)\s+([\d,]+)\s+([\d.]+)$', output, flags=re.MULTILINE)}
+    rows = {
+        m.group(1): (int(m.group(2).replace(',', '')), float(m.group(3)))
+        for m in re.finditer(r'^(\w+)\s+([\d,]+)\s+([\d.]+)$', output, flags=re.MULTILINE)
+    }
     return params, flops, rows
 
 
@@ -100,12 +110,15 @@ def test_default_network_at_256_is_241_62_gflops(summary, capsys):
     assert sum(g for _, g in rows.values()) == pytest.approx(flops / 1e9, abs=0.01)
 
 
-@pytest.mark.parametrize(('size', 'arch_args', 'formula'), [
-    ((64, 96), ['wf=8'], {'wf': 8}),
-    ((30, 45), ['wf=8'], {'wf': 8, 'height': 32, 'width': 48}),  # padded internally to multiples of 4
-    ((16, 16), ['wf=8', 'depth=4', 'num_heads=[1, 2, 4, 8]'], {'wf': 8, 'depth': 4, 'num_heads': (1, 2, 4, 8)}),
-    ((8, 8), ['wf=8', 'num_heads=[2,2,2]'], {'wf': 8, 'num_heads': (2, 2, 2)}),
-])
+@pytest.mark.parametrize(
+    ('size', 'arch_args', 'formula'),
+    [
+        ((64, 96), ['wf=8'], {'wf': 8}),
+        ((30, 45), ['wf=8'], {'wf': 8, 'height': 32, 'width': 48}),  # padded internally to multiples of 4
+        ((16, 16), ['wf=8', 'depth=4', 'num_heads=[1, 2, 4, 8]'], {'wf': 8, 'depth': 4, 'num_heads': (1, 2, 4, 8)}),
+        ((8, 8), ['wf=8', 'num_heads=[2,2,2]'], {'wf': 8, 'num_heads': (2, 2, 2)}),
+    ],
+)
 def test_flops_follow_the_formula(summary, capsys, size, arch_args, formula):
     summary.main(['--arch', 'EFNet', '--size', '3', *map(str, size), '--arch-args', *arch_args])
     _, flops, _ = parse(capsys.readouterr().out)
@@ -113,12 +126,15 @@ def test_flops_follow_the_formula(summary, capsys, size, arch_args, formula):
     assert flops == efnet_flops(height, width, **formula)
 
 
-@pytest.mark.parametrize(('argv', 'message'), [
-    (['--arch', 'EFNet', '--arch-args', 'wf'], 'entries must look like key=value'),
-    (['--arch', 'EFNett'], "Did you mean 'EFNet'"),
-    (['--arch', 'EFNet', '--arch-args', 'num_heads=[1,2]'], 'num_heads needs at least depth=3 entries'),
-    (['--arch', 'EFNet', '--size', '1', '8', '8'], 'network takes in_chn=3'),
-])
+@pytest.mark.parametrize(
+    ('argv', 'message'),
+    [
+        (['--arch', 'EFNet', '--arch-args', 'wf'], 'entries must look like key=value'),
+        (['--arch', 'EFNett'], "Did you mean 'EFNet'"),
+        (['--arch', 'EFNet', '--arch-args', 'num_heads=[1,2]'], 'num_heads needs at least depth=3 entries'),
+        (['--arch', 'EFNet', '--size', '1', '8', '8'], 'network takes in_chn=3'),
+    ],
+)
 def test_bad_arguments_exit_with_a_message(summary, argv, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
         summary.main(argv)

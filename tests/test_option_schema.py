@@ -48,17 +48,20 @@ def test_float_accepts_an_int_and_returns_a_float():
     assert problems == [] and result == 3.0 and type(result) is float
 
 
-@pytest.mark.parametrize(('types', 'value', 'expected'), [
-    (int, True, 'must be an integer, got bool True'),
-    (float, False, 'must be a number, got bool False'),
-    (bool, 1, 'must be a boolean (true/false), got int 1'),
-    (bool, 0.0, 'must be a boolean (true/false), got float 0.0'),
-    (bool, 'yes', "must be a boolean (true/false), got str 'yes'"),
-    (str, 5, 'must be a string, got int 5'),
-    (list, 'a', "must be a list, got str 'a'"),
-    (dict, [1], 'must be a mapping, got list [1]'),
-    ((int, str), 2.5, 'must be an integer or a string, got float 2.5'),
-])
+@pytest.mark.parametrize(
+    ('types', 'value', 'expected'),
+    [
+        (int, True, 'must be an integer, got bool True'),
+        (float, False, 'must be a number, got bool False'),
+        (bool, 1, 'must be a boolean (true/false), got int 1'),
+        (bool, 0.0, 'must be a boolean (true/false), got float 0.0'),
+        (bool, 'yes', "must be a boolean (true/false), got str 'yes'"),
+        (str, 5, 'must be a string, got int 5'),
+        (list, 'a', "must be a list, got str 'a'"),
+        (dict, [1], 'must be a mapping, got list [1]'),
+        ((int, str), 2.5, 'must be an integer or a string, got float 2.5'),
+    ],
+)
 def test_type_mismatches_and_bool_is_never_a_number(types, value, expected):
     _, problems = validate(value, Key(types))
     assert messages(problems) == [f'<top level>: {expected}']
@@ -145,11 +148,13 @@ def test_key_defaults():
 
 
 # ---------------------------------------------------------------------------------------------- Section
-OPTIM = Section({
-    'lr': Key(float, required=True, doc='learning rate'),
-    'betas': Key(list, default=[0.9, 0.99]),
-    'weight_decay': Key(float, default=0.0),
-})
+OPTIM = Section(
+    {
+        'lr': Key(float, required=True, doc='learning rate'),
+        'betas': Key(list, default=[0.9, 0.99]),
+        'weight_decay': Key(float, default=0.0),
+    }
+)
 
 
 def test_section_fills_defaults_and_leaves_out_absent_keys_without_default():
@@ -160,8 +165,10 @@ def test_section_fills_defaults_and_leaves_out_absent_keys_without_default():
 def test_section_unknown_key_gives_the_closest_key_and_the_known_keys():
     _, problems = validate({'lr': 1e-3, 'wieght_decay': 0.1}, OPTIM)
     assert messages(problems) == [
-        ("wieght_decay: unknown key 'wieght_decay'; did you mean 'weight_decay'? "
-         'Known keys here: betas, lr, weight_decay.')
+        (
+            "wieght_decay: unknown key 'wieght_decay'; did you mean 'weight_decay'? "
+            'Known keys here: betas, lr, weight_decay.'
+        )
     ]
 
 
@@ -245,7 +252,8 @@ class Noise:
     """A component whose keys come from its ``option_schema`` attribute."""
 
     option_schema: ClassVar[dict[str, Key]] = {
-        'std': Key(float, required=True, check=lambda v: None if v >= 0 else 'must be >= 0')}
+        'std': Key(float, required=True, check=lambda v: None if v >= 0 else 'must be >= 0')
+    }
 
     def __init__(self, opt):
         pass
@@ -283,8 +291,10 @@ def test_component_signature_errors(widgets):
     node = Section({'blur': Component(widgets)})
     _, problems = validate({'blur': {'type': 'Blur', 'radus': 2, 'sigma': 'wide'}}, node)
     assert messages(problems) == [
-        ("blur.radus: unknown key 'radus' for widget Blur; did you mean 'radius'? "
-         'Known keys here: label, mode, radius, sigma, type.'),
+        (
+            "blur.radus: unknown key 'radus' for widget Blur; did you mean 'radius'? "
+            'Known keys here: label, mode, radius, sigma, type.'
+        ),
         "blur.sigma: must be a number, got str 'wide'",
         'blur.radius: required key is missing',
     ]
@@ -293,10 +303,11 @@ def test_component_signature_errors(widgets):
 def test_component_skips_names_the_framework_passes(widgets):
     node = Section({'op': Component(widgets, skip=('img',))})
     assert validate({'op': {'type': 'sharpen', 'amount': 1}}, node) == (
-        {'op': {'type': 'sharpen', 'amount': 1.0, 'clip': True}}, [])
+        {'op': {'type': 'sharpen', 'amount': 1.0, 'clip': True}},
+        [],
+    )
     _, problems = validate({'op': {'type': 'sharpen', 'amount': 1, 'img': 0}}, node)
-    assert messages(problems) == [
-        "op.img: unknown key 'img' for widget sharpen. Known keys here: amount, clip, type."]
+    assert messages(problems) == ["op.img: unknown key 'img' for widget sharpen. Known keys here: amount, clip, type."]
 
 
 def test_component_option_schema_attribute_wins_over_the_signature(widgets):
@@ -320,8 +331,10 @@ def test_component_common_keys(widgets):
 def test_component_unknown_type_lists_the_registered_names(widgets):
     _, problems = validate({'net': {'type': 'Blr'}}, Section({'net': Component(widgets)}))
     assert messages(problems) == [
-        ("net.type: No widget named 'Blr' is registered. Known widget names: Blur, Noise, sharpen. "
-         "Did you mean 'Blur'?")
+        (
+            "net.type: No widget named 'Blr' is registered. Known widget names: Blur, Noise, sharpen. "
+            "Did you mean 'Blur'?"
+        )
     ]
 
 
@@ -335,7 +348,7 @@ def test_component_missing_or_non_string_type(widgets, value):
 
 def test_component_not_a_mapping(widgets):
     _, problems = validate({'net': 'Blur'}, Section({'net': Component(widgets)}))
-    assert messages(problems) == ["net: must be a mapping with a \"type\" key, got str 'Blur'"]
+    assert messages(problems) == ['net: must be a mapping with a "type" key, got str \'Blur\'']
 
 
 def test_component_required_or_optional(widgets):
@@ -346,12 +359,14 @@ def test_component_required_or_optional(widgets):
 
 # ---------------------------------------------------------------------------------------------- validate
 def test_every_problem_is_reported_at_once(widgets):
-    schema = Section({
-        'name': Key(str, required=True),
-        'num_gpu': Key(int, default=0),
-        'net': Component(widgets, required=True),
-        'metrics': MapOf(METRIC),
-    })
+    schema = Section(
+        {
+            'name': Key(str, required=True),
+            'num_gpu': Key(int, default=0),
+            'net': Component(widgets, required=True),
+            'metrics': MapOf(METRIC),
+        }
+    )
     tree = {'num_gpu': 'two', 'net': {'type': 'Blur'}, 'metrics': {'psnr': {}}, 'nmae': 'x'}
     _, problems = validate(tree, schema)
     assert messages(problems) == [
@@ -364,12 +379,14 @@ def test_every_problem_is_reported_at_once(widgets):
 
 
 def test_validate_never_modifies_its_input(widgets):
-    schema = Section({
-        'net': Component(widgets),
-        'opt': OPTIM,
-        'metrics': MapOf(METRIC),
-        'seed': Key(int, default=1),
-    })
+    schema = Section(
+        {
+            'net': Component(widgets),
+            'opt': OPTIM,
+            'metrics': MapOf(METRIC),
+            'seed': Key(int, default=1),
+        }
+    )
     tree = {'net': {'type': 'Blur', 'radius': 2.0}, 'opt': {'lr': 1}, 'metrics': {'psnr': {'crop_border': 4.0}}}
     before = copy.deepcopy(tree)
     result, problems = validate(tree, schema)
@@ -384,21 +401,37 @@ def frozen_options():
     return freeze({'name': 'exp', 'train': {'optim_g': {'betas': [0.9, 0.99]}}, 'sets': [{'a': 1}]})
 
 
-@pytest.mark.parametrize('mutate', [
-    lambda d: d.__setitem__('name', 'x'),
-    lambda d: d.__delitem__('name'),
-    lambda d: d.clear(),
-    lambda d: d.pop('name'),
-    lambda d: d.pop('missing', None),
-    lambda d: d.popitem(),
-    lambda d: d.setdefault('new', 1),
-    lambda d: d.update(name='x'),
-    lambda d: d.update({'name': 'x'}),
-    lambda d: d.__ior__({'name': 'x'}),
-    lambda d: d['train'].__setitem__('optim_g', None),
-    lambda d: d['train']['optim_g'].update(lr=1),
-], ids=['setitem', 'delitem', 'clear', 'pop', 'pop_default', 'popitem', 'setdefault', 'update_kwargs',
-        'update_dict', 'ior', 'nested_setitem', 'nested_update'])
+@pytest.mark.parametrize(
+    'mutate',
+    [
+        lambda d: d.__setitem__('name', 'x'),
+        lambda d: d.__delitem__('name'),
+        lambda d: d.clear(),
+        lambda d: d.pop('name'),
+        lambda d: d.pop('missing', None),
+        lambda d: d.popitem(),
+        lambda d: d.setdefault('new', 1),
+        lambda d: d.update(name='x'),
+        lambda d: d.update({'name': 'x'}),
+        lambda d: d.__ior__({'name': 'x'}),
+        lambda d: d['train'].__setitem__('optim_g', None),
+        lambda d: d['train']['optim_g'].update(lr=1),
+    ],
+    ids=[
+        'setitem',
+        'delitem',
+        'clear',
+        'pop',
+        'pop_default',
+        'popitem',
+        'setdefault',
+        'update_kwargs',
+        'update_dict',
+        'ior',
+        'nested_setitem',
+        'nested_update',
+    ],
+)
 def test_frozen_dict_refuses_every_mutation(mutate):
     options = frozen_options()
     with pytest.raises(TypeError, match='options are read-only; build a modified copy with to_dict\\(\\) instead'):

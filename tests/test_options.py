@@ -92,10 +92,23 @@ def test_a_valid_file_loads_frozen_with_defaults(write_options, dataroot):
     assert isinstance(opt, FrozenDict)
     assert opt['datasets']['train']['phase'] == 'train' and opt['datasets']['val']['phase'] == 'val'
     assert opt['datasets']['train']['num_worker_per_gpu'] == 0 and opt['datasets']['val']['batch_size_per_gpu'] == 1
-    assert opt['network_g'] == {'type': 'EFNet', 'wf': 8, 'in_chn': 3, 'ev_chn': 6, 'depth': 3,
-                                'fuse_before_downsample': True, 'relu_slope': 0.2, 'num_heads': (1, 2, 4)}
-    assert opt['logger'] == {'print_freq': 100, 'save_checkpoint_freq': 5000, 'keep_checkpoints': None,
-                             'use_tb_logger': True, 'wandb': {'project': None, 'resume_id': None}}
+    assert opt['network_g'] == {
+        'type': 'EFNet',
+        'wf': 8,
+        'in_chn': 3,
+        'ev_chn': 6,
+        'depth': 3,
+        'fuse_before_downsample': True,
+        'relu_slope': 0.2,
+        'num_heads': (1, 2, 4),
+    }
+    assert opt['logger'] == {
+        'print_freq': 100,
+        'save_checkpoint_freq': 5000,
+        'keep_checkpoints': None,
+        'use_tb_logger': True,
+        'wandb': {'project': None, 'resume_id': None},
+    }
     assert opt['path']['root'] is None and opt['path']['param_key_g'] is None and opt['path']['param_key'] is None
     assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500, 'timeout': 600.0}
     assert opt['scale'] == 1 and opt['dataset_name'] is None
@@ -122,8 +135,10 @@ def test_unknown_key_names_the_file_the_key_path_and_the_closest_key(write_optio
         load_options(path)
     assert str(info.value).startswith(f"Invalid option file '{path}' (1 problem):\n")
     assert problems_of(info) == [
-        ("val.val_frq: unknown key 'val_frq'; did you mean 'val_freq'? Known keys here: crop_size, grid_overlap, "
-         'grids, max_minibatch, metrics, pbar, rgb2bgr, save_img, use_image, val_freq.')
+        (
+            "val.val_frq: unknown key 'val_frq'; did you mean 'val_freq'? Known keys here: crop_size, grid_overlap, "
+            'grids, max_minibatch, metrics, pbar, rgb2bgr, save_img, use_image, val_freq.'
+        )
     ]
 
 
@@ -133,8 +148,10 @@ def test_unknown_key_inside_a_component(write_options, dataroot):
     with pytest.raises(OptionsError) as info:
         load_options(write_options(tree))
     found = problems_of(info)
-    assert found[0].startswith("datasets.train.retrun_mask: unknown key 'retrun_mask' for dataset H5ImageDataset; "
-                               "did you mean 'return_mask'? Known keys here: ")
+    assert found[0].startswith(
+        "datasets.train.retrun_mask: unknown key 'retrun_mask' for dataset H5ImageDataset; "
+        "did you mean 'return_mask'? Known keys here: "
+    )
     # return_mask now defaults to false, which use_mask: true cannot work with
     assert found[1:] == ['datasets.train.use_mask: use_mask: true needs return_mask: true']
 
@@ -168,7 +185,7 @@ def test_every_problem_is_reported_at_once(write_options, dataroot):
         load_options(path)
     assert f"Invalid option file '{path}' (5 problems):" in str(info.value)
     found = problems_of(info)
-    assert found[0] == "manual_seed: must be an integer or null (~), got float 1.5"
+    assert found[0] == 'manual_seed: must be an integer or null (~), got float 1.5'
     assert found[1] == 'datasets.val.batch_size_per_gpu: must be > 0, got 0'
     assert found[2].startswith("network_g.type: No arch named 'EFnet' is registered. Known arch names: ")
     assert found[2].endswith("Did you mean 'EFNet'?")
@@ -230,8 +247,9 @@ def test_a_missing_file(tmp_path):
 
 def test_top_level_must_be_a_mapping(write_options):
     path = write_options('- a\n- b\n')
-    with pytest.raises(OptionsError, match=re.escape(f"Option file '{path}' must hold a mapping of keys at the "
-                                                     'top level, got list')):
+    with pytest.raises(
+        OptionsError, match=re.escape(f"Option file '{path}' must hold a mapping of keys at the top level, got list")
+    ):
         load_options(path)
 
 
@@ -250,20 +268,36 @@ def test_yaml_floats_reach_int_keys_as_ints(write_options, dataroot):
 
 
 # ---------------------------------------------------------------------------------------------- overrides
-@pytest.mark.parametrize(('text', 'value'), [
-    ('5', 5), ('2e-4', 2e-4), ('true', True), ('~', None), ('null', None), ('[1, 2]', [1, 2]), ('abc', 'abc'),
-    ("__import__('os')", "__import__('os')"),
-    ('!!python/object/apply:os.getcwd []', '!!python/object/apply:os.getcwd []'),
-    ('[unclosed', '[unclosed'),
-])
+@pytest.mark.parametrize(
+    ('text', 'value'),
+    [
+        ('5', 5),
+        ('2e-4', 2e-4),
+        ('true', True),
+        ('~', None),
+        ('null', None),
+        ('[1, 2]', [1, 2]),
+        ('abc', 'abc'),
+        ("__import__('os')", "__import__('os')"),
+        ('!!python/object/apply:os.getcwd []', '!!python/object/apply:os.getcwd []'),
+        ('[unclosed', '[unclosed'),
+    ],
+)
 def test_override_values_are_yaml_literals_never_evaluated(text, value):
     assert parse_yaml_value(text) == value
 
 
 def test_overrides_are_applied_before_validation(write_options, dataroot):
-    overrides = ['train:total_iter=100', 'train:optim_g:lr=1e-5', 'val:grids=true', 'val:crop_size=64',
-                 "name=__import__('os')", 'logger:wandb:project=demo', 'num_gpu=auto',
-                 'train:optim_g:betas=[0.5, 0.9]']
+    overrides = [
+        'train:total_iter=100',
+        'train:optim_g:lr=1e-5',
+        'val:grids=true',
+        'val:crop_size=64',
+        "name=__import__('os')",
+        'logger:wandb:project=demo',
+        'num_gpu=auto',
+        'train:optim_g:betas=[0.5, 0.9]',
+    ]
     opt = load_options(write_options(training_tree(dataroot)), overrides=overrides)
     assert opt['train']['total_iter'] == 100 and opt['train']['optim_g']['lr'] == 1e-5
     assert opt['val']['grids'] is True and opt['val']['crop_size'] == 64
@@ -296,7 +330,9 @@ def test_apply_overrides_copies_its_input():
     tree = {'train': {'total_iter': 5}}
     before = copy.deepcopy(tree)
     assert apply_overrides(tree, ['train:total_iter=6', 'val:val_freq=2'], 'x.yml') == {
-        'train': {'total_iter': 6}, 'val': {'val_freq': 2}}
+        'train': {'total_iter': 6},
+        'val': {'val_freq': 2},
+    }
     assert tree == before
 
 
@@ -305,9 +341,12 @@ DEBUG_FREQUENCIES = {'val_freq': 8, 'print_freq': 1, 'save_checkpoint_freq': 8, 
 
 
 def frequencies(opt) -> dict:
-    return {'val_freq': opt['val']['val_freq'], 'print_freq': opt['logger']['print_freq'],
-            'save_checkpoint_freq': opt['logger']['save_checkpoint_freq'],
-            'use_tb_logger': opt['logger']['use_tb_logger']}
+    return {
+        'val_freq': opt['val']['val_freq'],
+        'print_freq': opt['logger']['print_freq'],
+        'save_checkpoint_freq': opt['logger']['save_checkpoint_freq'],
+        'use_tb_logger': opt['logger']['use_tb_logger'],
+    }
 
 
 def test_debug_flag_shortens_frequencies_and_prefixes_the_name(write_options, dataroot):
@@ -332,8 +371,7 @@ def test_debug_flag_does_not_prefix_a_debug_name_twice(write_options, dataroot):
 
 def test_without_debug_the_frequencies_are_kept(write_options, dataroot):
     opt = load_options(write_options(training_tree(dataroot)))
-    assert frequencies(opt) == {'val_freq': 10, 'print_freq': 100, 'save_checkpoint_freq': 5000,
-                                'use_tb_logger': True}
+    assert frequencies(opt) == {'val_freq': 10, 'print_freq': 100, 'save_checkpoint_freq': 5000, 'use_tb_logger': True}
 
 
 # ---------------------------------------------------------------------------------------------- num_gpu
@@ -347,11 +385,14 @@ def test_num_gpu_accepted(write_options, dataroot, value, expected):
     assert load_options(write_options(tree))['num_gpu'] == expected
 
 
-@pytest.mark.parametrize(('value', 'message'), [
-    (-1, "num_gpu: must be 'auto' or an integer >= 0 (0 = CPU), got -1"),
-    ('all', "num_gpu: must be 'auto' or an integer >= 0 (0 = CPU), got 'all'"),
-    (True, 'num_gpu: must be an integer or a string, got bool True'),
-])
+@pytest.mark.parametrize(
+    ('value', 'message'),
+    [
+        (-1, "num_gpu: must be 'auto' or an integer >= 0 (0 = CPU), got -1"),
+        ('all', "num_gpu: must be 'auto' or an integer >= 0 (0 = CPU), got 'all'"),
+        (True, 'num_gpu: must be an integer or a string, got bool True'),
+    ],
+)
 def test_num_gpu_rejected(write_options, dataroot, value, message):
     tree = training_tree(dataroot)
     tree['num_gpu'] = value
@@ -405,7 +446,10 @@ def test_numbered_data_sets_get_their_phase(write_options, dataroot):
     tree['datasets']['val_reblur'] = {**tree['datasets']['test'], 'name': 'third'}
     opt = load_options(write_options(tree), is_train=False)
     assert {key: d['phase'] for key, d in opt['datasets'].items()} == {
-        'test': 'test', 'test_2': 'test', 'val_reblur': 'val'}
+        'test': 'test',
+        'test_2': 'test',
+        'val_reblur': 'val',
+    }
 
 
 def test_an_explicit_phase_is_checked(write_options, dataroot):
@@ -414,7 +458,8 @@ def test_an_explicit_phase_is_checked(write_options, dataroot):
     with pytest.raises(OptionsError) as info:
         load_options(write_options(tree), is_train=False)
     assert problems_of(info) == [
-        "datasets.test.phase: must be one of train, val, test, got 'tset'; did you mean 'test'?"]
+        "datasets.test.phase: must be one of train, val, test, got 'tset'; did you mean 'test'?"
+    ]
 
 
 def test_use_mask_needs_return_mask(write_options, dataroot):
@@ -441,8 +486,9 @@ def raw_event_tree(dataroot: Path, **dataset_keys) -> dict:
     return tree
 
 
-@pytest.mark.parametrize(('dataset_keys', 'ev_chn'), [({}, None), ({'num_bins': 4}, 4),
-                                                      ({'num_bins': 6, 'keep_middle': True}, 7)])
+@pytest.mark.parametrize(
+    ('dataset_keys', 'ev_chn'), [({}, None), ({'num_bins': 4}, 4), ({'num_bins': 6, 'keep_middle': True}, 7)]
+)
 def test_num_bins_and_ev_chn_are_compared_at_start_up_not_at_load(write_options, dataroot, dataset_keys, ev_chn):
     tree = raw_event_tree(dataroot, **dataset_keys)
     if ev_chn is not None:
@@ -486,7 +532,13 @@ def test_experiment_paths_are_absolute_even_for_a_relative_root(tmp_path, monkey
 def test_argument_parser_defaults():
     args = build_arg_parser(True).parse_args(['-opt', 'x.yml'])
     assert (args.opt, args.launcher, args.auto_resume, args.debug, args.local_rank, args.force_yml) == (
-        'x.yml', 'none', False, False, 0, [])
+        'x.yml',
+        'none',
+        False,
+        False,
+        0,
+        [],
+    )
 
 
 @pytest.mark.parametrize('flag', ['--local_rank', '--local-rank'])
@@ -521,8 +573,20 @@ def test_parse_options_single_process(write_options, dataroot, tmp_path, monkeyp
     tree = training_tree(dataroot)
     tree['path'] = {'root': str(tmp_path / 'runs')}
     path = write_options(tree)
-    opt, ctx = parse_options(True, ['-opt', str(path), '--auto_resume', '--debug', '--local-rank', '3',
-                                    '--force_yml', 'train:total_iter=7', 'manual_seed=3'])
+    opt, ctx = parse_options(
+        True,
+        [
+            '-opt',
+            str(path),
+            '--auto_resume',
+            '--debug',
+            '--local-rank',
+            '3',
+            '--force_yml',
+            'train:total_iter=7',
+            'manual_seed=3',
+        ],
+    )
     assert opt['name'] == 'debug_unit_efnet' and opt['train']['total_iter'] == 7 and opt['manual_seed'] == 3
     assert frequencies(opt) == DEBUG_FREQUENCIES
     assert ctx.opt_path == path and ctx.is_train is True and ctx.launcher == 'none' and ctx.dist is False
@@ -612,9 +676,13 @@ def test_official_training_files_are_accepted_with_their_meaning(relative, tmp_p
     assert opt['path']['pretrain_network_g'] is None and opt['path']['strict_load_g'] is True
     assert opt['path']['resume_state'] is None and opt['path']['training_states'] is None
     train = opt['train']
-    assert train['optim_g'] == {'type': 'AdamW', 'lr': 2e-4 if gopro else 2e-5, 'weight_decay': 1e-4,
-                                'betas': (0.9, 0.99), **{k: v for k, v in train['optim_g'].items()
-                                                         if k not in ('type', 'lr', 'weight_decay', 'betas')}}
+    assert train['optim_g'] == {
+        'type': 'AdamW',
+        'lr': 2e-4 if gopro else 2e-5,
+        'weight_decay': 1e-4,
+        'betas': (0.9, 0.99),
+        **{k: v for k, v in train['optim_g'].items() if k not in ('type', 'lr', 'weight_decay', 'betas')},
+    }
     assert train['scheduler']['type'] == 'TrueCosineAnnealingLR'
     assert train['scheduler']['T_max'] == (200000 if gopro else 600) and train['scheduler']['eta_min'] == 1e-7
     assert train['total_iter'] == (200000 if gopro else 600) and train['warmup_iter'] == -1
@@ -631,8 +699,9 @@ def test_official_training_files_are_accepted_with_their_meaning(relative, tmp_p
     logger = opt['logger']
     assert (logger['print_freq'], logger['save_checkpoint_freq']) == ((200, 20000) if gopro else (50, 100))
     assert logger['use_tb_logger'] is True
-    assert logger['wandb'] == ({'project': 'your_project_name', 'resume_id': 'x'} if gopro
-                               else {'project': None, 'resume_id': None})
+    assert logger['wandb'] == (
+        {'project': 'your_project_name', 'resume_id': 'x'} if gopro else {'project': None, 'resume_id': None}
+    )
     assert opt['dist_params'] == {'backend': 'nccl', 'port': 29500, 'timeout': 600.0}
 
 

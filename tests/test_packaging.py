@@ -26,6 +26,7 @@ OPTIONAL_IMPORTS = {'aedat'}
 
 IMPORT_ERRORS = {'ImportError', 'ModuleNotFoundError'}
 
+
 def normalise(distribution: str) -> str:
     return re.sub(r'[-_.]+', '-', distribution).lower()
 
@@ -81,8 +82,11 @@ def third_party_imports() -> dict[str, list[str]]:
 
 def test_requirements_declare_every_third_party_import():
     declared = declared_requirements()
-    missing = {name: files for name, files in third_party_imports().items()
-               if name not in OPTIONAL_IMPORTS and normalise(DISTRIBUTION_OF.get(name, name)) not in declared}
+    missing = {
+        name: files
+        for name, files in third_party_imports().items()
+        if name not in OPTIONAL_IMPORTS and normalise(DISTRIBUTION_OF.get(name, name)) not in declared
+    }
     assert missing == {}, f'imported but not in requirements.txt: {missing}'
 
 
@@ -92,9 +96,11 @@ def test_the_import_scan_sees_the_core_dependencies():
 
 def test_guarded_imports_are_optional(tmp_path):
     source = tmp_path / 'mod.py'
-    source.write_text('import numpy\ntry:\n    import wandb\nexcept ImportError:\n    wandb = None\n'
-                      'try:\n    import lmdb\nexcept (OSError, ModuleNotFoundError):\n    pass\n'
-                      'try:\n    import scipy\nexcept ValueError:\n    pass\n')
+    source.write_text(
+        'import numpy\ntry:\n    import wandb\nexcept ImportError:\n    wandb = None\n'
+        'try:\n    import lmdb\nexcept (OSError, ModuleNotFoundError):\n    pass\n'
+        'try:\n    import scipy\nexcept ValueError:\n    pass\n'
+    )
     assert required_top_level_imports(source) == {'numpy', 'scipy'}
 
 
@@ -129,7 +135,6 @@ IMPORTED_THROUGH = {'tensorboard': 'torch.utils.tensorboard'}
 """Distributions used through another package's module rather than imported by their own name."""
 
 
-
 def imported_module_names() -> set[str]:
     """Dotted names of every absolute import (functions included) in basicsr/ and scripts/."""
     names = set()
@@ -155,8 +160,11 @@ def test_every_runtime_requirement_is_imported():
 
 
 def test_scripts_run_with_the_installed_package_and_the_entry_points_share_one_bootstrap():
-    touching = [str(path.relative_to(REPO_ROOT)) for path in sorted((REPO_ROOT / 'scripts').rglob('*.py'))
-                if 'sys.path' in path.read_text(encoding='utf-8')]
+    touching = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sorted((REPO_ROOT / 'scripts').rglob('*.py'))
+        if 'sys.path' in path.read_text(encoding='utf-8')
+    ]
     assert touching == []
     for entry in ('train', 'test', 'deblur'):
         source = (REPO_ROOT / 'basicsr' / f'{entry}.py').read_text(encoding='utf-8')

@@ -30,29 +30,36 @@ AUTO = {'amp': 'auto', 'channels_last': 'auto', 'compile': 'auto'}
 @pytest.fixture()
 def fake_cuda(monkeypatch):
     """A CUDA device of a chosen compute capability, without CUDA."""
+
     def set_capability(major: int) -> None:
         monkeypatch.setattr(performance.torch.cuda, 'get_device_capability', lambda device=None: (major, 0))
         monkeypatch.setattr(performance.torch.cuda, 'get_device_name', lambda device=None: f'GPU sm_{major}0')
+
     return set_capability
 
 
 # ----------------------------------------------------------------------------------------------
 # auto
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('flags, amp', [
-    ({'fpu', 'avx2', 'avx512f', 'avx512_bf16'}, torch.bfloat16),  # AVX512-BF16 (Cooper Lake, Zen 4)
-    ({'fpu', 'avx2', 'amx_tile', 'amx_bf16'}, torch.bfloat16),  # AMX (Sapphire Rapids)
-    ({'fpu', 'avx2', 'avx512f', 'avx512bw'}, None),  # AVX-512 without bf16: emulated, float32 instead
-    (set(), None),  # no /proc/cpuinfo
-])
+@pytest.mark.parametrize(
+    'flags, amp',
+    [
+        ({'fpu', 'avx2', 'avx512f', 'avx512_bf16'}, torch.bfloat16),  # AVX512-BF16 (Cooper Lake, Zen 4)
+        ({'fpu', 'avx2', 'amx_tile', 'amx_bf16'}, torch.bfloat16),  # AMX (Sapphire Rapids)
+        ({'fpu', 'avx2', 'avx512f', 'avx512bw'}, None),  # AVX-512 without bf16: emulated, float32 instead
+        (set(), None),  # no /proc/cpuinfo
+    ],
+)
 def test_auto_on_the_cpu_follows_the_bf16_flags(flags, amp):
     settings = resolve_performance(AUTO, CPU, frozenset(flags))
-    assert settings == EffectivePerformance(CPU, amp, channels_last=True, compile=False, tf32=True,
-                                            cudnn_benchmark=True)
+    assert settings == EffectivePerformance(
+        CPU, amp, channels_last=True, compile=False, tf32=True, cudnn_benchmark=True
+    )
 
 
-@pytest.mark.parametrize('major, amp, channels_last', [(8, torch.bfloat16, True), (9, torch.bfloat16, True),
-                                                       (7, None, False)])
+@pytest.mark.parametrize(
+    'major, amp, channels_last', [(8, torch.bfloat16, True), (9, torch.bfloat16, True), (7, None, False)]
+)
 def test_auto_on_cuda_follows_the_compute_capability(fake_cuda, major, amp, channels_last):
     fake_cuda(major)
     settings = resolve_performance(AUTO, CUDA, frozenset())
@@ -63,24 +70,31 @@ def test_the_defaults_are_auto():
     defaults = PERFORMANCE_SCHEMA.default()
     assert (defaults['amp'], defaults['channels_last'], defaults['compile']) == ('auto', 'auto', 'auto')
     assert resolve_performance({}, CPU, frozenset({'avx512_bf16'})) == resolve_performance(
-        AUTO, CPU, frozenset({'avx512_bf16'}))
+        AUTO, CPU, frozenset({'avx512_bf16'})
+    )
 
 
 def test_explicit_settings_win_over_auto(fake_cuda):
     fake_cuda(8)
     settings = resolve_performance({'amp': 'fp16', 'channels_last': False, 'compile': True, 'tf32': False}, CUDA)
-    assert (settings.amp, settings.channels_last, settings.compile, settings.tf32) == (torch.float16, False, True,
-                                                                                        False)
+    assert (settings.amp, settings.channels_last, settings.compile, settings.tf32) == (
+        torch.float16,
+        False,
+        True,
+        False,
+    )
     assert resolve_performance(PLAIN, CPU, frozenset({'amx_bf16'})).amp is None
 
 
 def test_the_choices_are_described_in_one_line(fake_cuda):
     assert resolve_performance(AUTO, CPU, frozenset({'avx512_bf16'})).describe() == (
-        'Performance on cpu: amp=bf16, channels_last=True, compile=False')
+        'Performance on cpu: amp=bf16, channels_last=True, compile=False'
+    )
     fake_cuda(8)
     line = resolve_performance({'amp': 'fp16', 'compile': True}, CUDA).describe()
-    assert line == ('Performance on cuda:0: amp=fp16, channels_last=True, compile=True, tf32=True, '
-                    'cudnn_benchmark=True')
+    assert line == (
+        'Performance on cuda:0: amp=fp16, channels_last=True, compile=True, tf32=True, cudnn_benchmark=True'
+    )
 
 
 def test_cpu_flags_are_read_from_proc_cpuinfo():

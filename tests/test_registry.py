@@ -86,10 +86,10 @@ def test_registering_a_name_twice_names_both_places(make_module):
         class Deblur:
             pass
     ''')
-    second = make_module('''
+    second = make_module("""
         def Deblur():
             return None
-    ''')
+    """)
     first_module = __import__(first)
     second_module = __import__(second)
     registry = Registry('arch')
@@ -98,7 +98,7 @@ def test_registering_a_name_twice_names_both_places(make_module):
         registry.register(second_module.Deblur)
     assert str(info.value) == (
         f"The name 'Deblur' is registered twice in the arch registry: first by {first}.Deblur "
-        f"({first_module.__file__}:5), again by {second}.Deblur ({second_module.__file__}:2). Rename one of them."
+        f'({first_module.__file__}:5), again by {second}.Deblur ({second_module.__file__}:2). Rename one of them.'
     )
     assert registry.get('Deblur') is first_module.Deblur
 
@@ -164,13 +164,13 @@ def test_closest_match():
     assert closest_match('x', []) is None
 
 
-LAZY_COMPONENT_SOURCE = '''
+LAZY_COMPONENT_SOURCE = """
     import {registry_module} as holder
 
     @holder.REGISTRY.register()
     class Widget:
         pass
-'''
+"""
 
 
 @pytest.fixture
@@ -191,8 +191,9 @@ def test_builtin_modules_are_imported_on_first_get_only(lazy_registry):
     assert widget is sys.modules[component_module].Widget
 
 
-@pytest.mark.parametrize('lookup', [lambda r: 'Widget' in r, lambda r: r.keys(), lambda r: list(r)],
-                         ids=['in', 'keys', 'iter'])
+@pytest.mark.parametrize(
+    'lookup', [lambda r: 'Widget' in r, lambda r: r.keys(), lambda r: list(r)], ids=['in', 'keys', 'iter']
+)
 def test_contains_and_keys_load_the_builtin_modules(lazy_registry, lookup):
     registry, component_module = lazy_registry
     lookup(registry)
@@ -212,7 +213,7 @@ def test_a_builtin_module_that_fails_to_import_fails_every_lookup(make_module):
 def test_builtin_components_are_found_without_optional_dependencies(run_python, import_blocker):
     """Every built-in component the official option files name is found while torchvision, tensorboard,
     wandb and aedat cannot be imported, and no component module is imported before the first lookup."""
-    script = import_blocker(['torchvision', 'tensorboard', 'aedat', 'wandb']) + textwrap.dedent('''
+    script = import_blocker(['torchvision', 'tensorboard', 'aedat', 'wandb']) + textwrap.dedent("""
         import sys
         from basicsr.utils import registry as r
         assert not [m for m in sys.modules if m.startswith(('basicsr.archs', 'basicsr.data', 'basicsr.models',
@@ -230,7 +231,7 @@ def test_builtin_components_are_found_without_optional_dependencies(run_python, 
             for name in names:
                 registry.get(name)
         print('found all')
-    ''')
+    """)
     result = run_python('-c', script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'found all'

@@ -48,9 +48,15 @@ def hand_made_events():
 
 def write_hand_made_raw(path, exposures=True, sharp=True, frames=5):
     blurry = np.stack([np.full((HEIGHT, WIDTH, 3), (10 * i, 10 * i + 1, 10 * i + 2), np.uint8) for i in range(5)])
-    write_raw_events_h5(path, hand_made_events(), (HEIGHT, WIDTH), frames=blurry[:frames],
-                        frame_timestamps=FRAME_TS[:frames], exposures=EXPOSURES[:frames] if exposures else None,
-                        sharp_frames=blurry[:frames] + 100 if sharp else None)
+    write_raw_events_h5(
+        path,
+        hand_made_events(),
+        (HEIGHT, WIDTH),
+        frames=blurry[:frames],
+        frame_timestamps=FRAME_TS[:frames],
+        exposures=EXPOSURES[:frames] if exposures else None,
+        sharp_frames=blurry[:frames] + 100 if sharp else None,
+    )
     return blurry
 
 
@@ -58,12 +64,19 @@ def expected_voxel(begin, end):
     """SCER of events [begin, end) computed independently of the converter (float32 time from the first event)."""
     events = hand_made_events()
     ts = (events['ts'][begin:end] - EVENT_TS[0]).astype(np.float32)
-    return events_to_scer(events['xs'][begin:end], events['ys'][begin:end], ts, events['ps'][begin:end],
-                          num_bins=6, sensor_size=(HEIGHT, WIDTH))
+    return events_to_scer(
+        events['xs'][begin:end],
+        events['ys'][begin:end],
+        ts,
+        events['ps'][begin:end],
+        num_bins=6,
+        sensor_size=(HEIGHT, WIDTH),
+    )
 
 
-@pytest.mark.parametrize(('mode', 'windows', 'first_frame'),
-                         [('gopro', GOPRO_WINDOWS, 1), ('reblur', REBLUR_WINDOWS, 0)])
+@pytest.mark.parametrize(
+    ('mode', 'windows', 'first_frame'), [('gopro', GOPRO_WINDOWS, 1), ('reblur', REBLUR_WINDOWS, 0)]
+)
 def test_make_voxels_windows(tmp_path, mode, windows, first_frame):
     raw_dir, out_dir = tmp_path / 'raw', tmp_path / 'out'
     raw_dir.mkdir()
@@ -76,8 +89,9 @@ def test_make_voxels_windows(tmp_path, mode, windows, first_frame):
             np.testing.assert_array_equal(voxel, expected_voxel(begin, end))
             np.testing.assert_array_equal(handle[f'masks/mask{n:09d}'][:], event_mask(voxel)[None])
             np.testing.assert_array_equal(handle[f'images/image{n:09d}'][:], blurry[n + first_frame].transpose(2, 0, 1))
-            np.testing.assert_array_equal(handle[f'sharp_images/image{n:09d}'][:],
-                                          blurry[n + first_frame].transpose(2, 0, 1) + 100)
+            np.testing.assert_array_equal(
+                handle[f'sharp_images/image{n:09d}'][:], blurry[n + first_frame].transpose(2, 0, 1) + 100
+            )
         assert handle.attrs['event_window'] == mode and handle.attrs['num_bins'] == 6
 
 
@@ -160,8 +174,16 @@ def test_make_voxels_reports_malformed_inputs_and_converts_the_rest(tmp_path, ru
         for key in ('xs', 'ys', 'ps'):
             handle[f'events/{key}'] = np.zeros(3, np.int16)
         handle.attrs['sensor_resolution'] = [HEIGHT, WIDTH]
-    result = run_python(str(SCRIPTS / 'make_voxels.py'), '--input_path', str(raw), '--save_path', str(tmp_path / 'out'),
-                        '--mode', 'reblur', cwd=tmp_path)
+    result = run_python(
+        str(SCRIPTS / 'make_voxels.py'),
+        '--input_path',
+        str(raw),
+        '--save_path',
+        str(tmp_path / 'out'),
+        '--mode',
+        'reblur',
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
     assert "b_no_exposure.h5': raw-event file" in result.stderr
@@ -169,8 +191,14 @@ def test_make_voxels_reports_malformed_inputs_and_converts_the_rest(tmp_path, ru
     assert "c_no_ts.h5': events file" in result.stderr and "has no dataset 'events/ts'" in result.stderr
     assert '1 file(s) converted (5 items), 0 skipped (complete; --overwrite rebuilds), 2 failed' in result.stdout
     assert sorted(os.listdir(tmp_path / 'out')) == ['a_good.h5']
-    missing = run_python(str(SCRIPTS / 'make_voxels.py'), '--input_path', str(tmp_path / 'nowhere'), '--save_path',
-                         str(tmp_path / 'out'), cwd=tmp_path)
+    missing = run_python(
+        str(SCRIPTS / 'make_voxels.py'),
+        '--input_path',
+        str(tmp_path / 'nowhere'),
+        '--save_path',
+        str(tmp_path / 'out'),
+        cwd=tmp_path,
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("error: --input_path '")
     assert 'Traceback' not in missing.stderr
 
@@ -186,8 +214,9 @@ def test_make_voxels_names_corrupt_and_nan_inputs_and_stops_on_an_unwritable_out
         ts[4] = np.nan
         handle['events/ts'][...] = ts
     script = str(SCRIPTS / 'make_voxels.py')
-    result = run_python(script, '--input_path', str(raw), '--save_path', str(tmp_path / 'out'), '--mode', 'reblur',
-                        cwd=tmp_path)
+    result = run_python(
+        script, '--input_path', str(raw), '--save_path', str(tmp_path / 'out'), '--mode', 'reblur', cwd=tmp_path
+    )
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert "b_truncated.h5' cannot be opened as HDF5" in result.stderr
     assert "c_nan.h5' (events " in result.stderr and 'timestamps must be finite numbers, found ts[' in result.stderr
@@ -224,10 +253,14 @@ def test_raw_event_dataset_agrees_with_make_voxels(tmp_path, mode):
     write_hand_made_raw(tmp_path / 'raw' / 'rec.h5')
     make_voxels.main(['--input_path', str(tmp_path / 'raw'), '--save_path', str(tmp_path / 'h5'), '--mode', mode])
     common = {'return_mask': True, 'use_flip': True, 'crop_size': 3}
-    stored = H5ImageDataset(validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'),
-                                                         **common}))
-    computed = RawEventDataset(validated(DATASET_REGISTRY, {'type': 'RawEventDataset',
-                                                            'dataroot': str(tmp_path / 'raw'), 'mode': mode, **common}))
+    stored = H5ImageDataset(
+        validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'), **common})
+    )
+    computed = RawEventDataset(
+        validated(
+            DATASET_REGISTRY, {'type': 'RawEventDataset', 'dataroot': str(tmp_path / 'raw'), 'mode': mode, **common}
+        )
+    )
     assert len(stored) == len(computed) == (3 if mode == 'gopro' else 5)
     for index in range(len(stored)):
         torch.manual_seed(index)
@@ -247,18 +280,41 @@ def test_frame_chw_repeats_grey_frames():
     np.testing.assert_array_equal(frame_chw(colour), colour.transpose(2, 0, 1))
 
 
-TINY = ['--height', '40', '--width', '48', '--num_train_seqs', '2', '--num_test_seqs', '1', '--frames_per_seq', '2',
-        '--test_frames_per_seq', '1', '--workers', '1']
+TINY = [
+    '--height',
+    '40',
+    '--width',
+    '48',
+    '--num_train_seqs',
+    '2',
+    '--num_test_seqs',
+    '1',
+    '--frames_per_seq',
+    '2',
+    '--test_frames_per_seq',
+    '1',
+    '--workers',
+    '1',
+]
 
 
 def test_make_synthetic_gopro_is_deterministic_split_and_official(tmp_path, capsys):
     for run in ('a', 'b'):
-        assert make_synthetic_gopro.main([*TINY, '--save_path', str(tmp_path / run / 'h5'),
-                                          '--raw_path', str(tmp_path / run / 'raw')]) == 0
+        assert (
+            make_synthetic_gopro.main(
+                [*TINY, '--save_path', str(tmp_path / run / 'h5'), '--raw_path', str(tmp_path / run / 'raw')]
+            )
+            == 0
+        )
     files = sorted(str(p.relative_to(tmp_path / 'a')) for p in (tmp_path / 'a').rglob('*.h5'))
-    assert files == ['h5/test/test_000_chelsea.h5', 'h5/train/train_000_astronaut.h5', 'h5/train/train_001_rocket.h5',
-                     'raw/test/test_000_chelsea.h5', 'raw/train/train_000_astronaut.h5',
-                     'raw/train/train_001_rocket.h5']
+    assert files == [
+        'h5/test/test_000_chelsea.h5',
+        'h5/train/train_000_astronaut.h5',
+        'h5/train/train_001_rocket.h5',
+        'raw/test/test_000_chelsea.h5',
+        'raw/train/train_000_astronaut.h5',
+        'raw/train/train_001_rocket.h5',
+    ]
     for name in files:
         assert (tmp_path / 'a' / name).read_bytes() == (tmp_path / 'b' / name).read_bytes(), name
     for name in files[:3]:
@@ -272,8 +328,12 @@ def test_make_synthetic_gopro_is_deterministic_split_and_official(tmp_path, caps
         assert len(raw.frame_names) == 4 and raw.num_events > 0 and raw.exposures is not None
     out = capsys.readouterr().out
     assert 'train: 2 files, 4 samples, blurry PSNR' in out and 'test: 1 files, 1 samples' in out
-    assert make_synthetic_gopro.main([*TINY, '--save_path', str(tmp_path / 'a' / 'h5'),
-                                      '--raw_path', str(tmp_path / 'a' / 'raw')]) == 0
+    assert (
+        make_synthetic_gopro.main(
+            [*TINY, '--save_path', str(tmp_path / 'a' / 'h5'), '--raw_path', str(tmp_path / 'a' / 'raw')]
+        )
+        == 0
+    )
     assert '0 sequence(s) built, 3 skipped' in capsys.readouterr().out
 
 
@@ -291,8 +351,9 @@ def test_synthetic_blur_is_a_mean_in_linear_light_and_sharp_the_middle_frame(mon
     """With a fake scene that is black at even and white at odd 240 fps frames, a blurry frame of N frames starting at
     frame s is ((number of odd frames in s..s+N-1) / N) ** (1 / 2.2), and the sharp frame is frame s + N // 2."""
     synth = make_synthetic_gopro
-    monkeypatch.setattr(synth.SceneRenderer, 'render',
-                        lambda self, t: np.full((*self.size, 3), float(round(t) % 2), np.float32))
+    monkeypatch.setattr(
+        synth.SceneRenderer, 'render', lambda self, t: np.full((*self.size, 3), float(round(t) % 2), np.float32)
+    )
     spec = synth.SequenceSpec('s', 'astronaut', 'rocket', 3, (8, 10), 5, '', '', False)
     sequence = synth.render_sequence(spec)
     assert sequence['blurry'].shape == sequence['sharp'].shape == (5, 8, 10, 3)
@@ -321,8 +382,12 @@ def test_convert_events_on_the_real_davis_recording(tmp_path):
     info = inspect_training_h5(tmp_path / 'h5' / 'street.h5', ['voxels', 'masks'])
     assert (info.num_items, info.frame_size, info.voxel_channels) == (59, (260, 346), 6)
     assert 'sharp_images' not in info.groups
-    dataset = H5ImageDataset(validated(DATASET_REGISTRY, {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'),
-                                                          'return_gt_frame': False, 'return_mask': True}))
+    dataset = H5ImageDataset(
+        validated(
+            DATASET_REGISTRY,
+            {'type': 'H5ImageDataset', 'dataroot': str(tmp_path / 'h5'), 'return_gt_frame': False, 'return_mask': True},
+        )
+    )
     item = dataset[30]
     assert item['frame'].shape == (3, 260, 346) and item['voxel'].shape == (6, 260, 346)
     assert torch.equal(item['frame'][0], item['frame'][2])  # grey APS frame repeated
@@ -332,8 +397,18 @@ def test_convert_events_on_the_real_davis_recording(tmp_path):
 def test_convert_events_empty_window_is_an_error_that_gives_the_range(tmp_path, run_python):
     """Absolute times taken for relative ones used to write an empty file and exit 0."""
     script = str(SCRIPTS / 'convert_events.py')
-    result = run_python(script, '--input', str(STREET), '--output', str(tmp_path / 'cut.h5'), '--t_start', '1.0',
-                        '--t_end', '1.15', '--absolute_time')
+    result = run_python(
+        script,
+        '--input',
+        str(STREET),
+        '--output',
+        str(tmp_path / 'cut.h5'),
+        '--t_start',
+        '1.0',
+        '--t_end',
+        '1.15',
+        '--absolute_time',
+    )
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.startswith('error: no events to write') and result.stderr.count('\n') == 1
     assert 'events from 1589163147.368868 to 1589163149.728813 s' in result.stderr
@@ -343,8 +418,17 @@ def test_convert_events_empty_window_is_an_error_that_gives_the_range(tmp_path, 
 def test_convert_events_time_window_and_errors(tmp_path, capsys):
     first_event = 1589163147.368868  # the recording's camera clock (seconds since 1970)
     output = tmp_path / 'cut.h5'
-    args = ['--input', str(STREET), '--output', str(output), '--t_start', str(first_event + 0.5),
-            '--t_end', str(first_event + 1.0), '--absolute_time']
+    args = [
+        '--input',
+        str(STREET),
+        '--output',
+        str(output),
+        '--t_start',
+        str(first_event + 0.5),
+        '--t_end',
+        str(first_event + 1.0),
+        '--absolute_time',
+    ]
     assert convert_events.main(args) == 0
     assert 'events from 1589163147.368868 to 1589163149.728813 s' in capsys.readouterr().out
     with RawEventH5(output) as raw:
@@ -357,8 +441,10 @@ def test_convert_events_time_window_and_errors(tmp_path, capsys):
     assert convert_events.main(args) == 0
     assert 'exists; skipped' in capsys.readouterr().out
     relative = tmp_path / 'relative.h5'  # the same window, in seconds after the first event (the default)
-    assert convert_events.main(['--input', str(STREET), '--output', str(relative), '--t_start', '0.5',
-                                '--t_end', '1.0']) == 0
+    assert (
+        convert_events.main(['--input', str(STREET), '--output', str(relative), '--t_start', '0.5', '--t_end', '1.0'])
+        == 0
+    )
     with RawEventH5(relative) as raw:
         assert raw.num_events == 16568 and len(raw.frame_names) == 13
     with pytest.raises(MissingInputError, match="events file '.*none.aedat4' does not exist"):

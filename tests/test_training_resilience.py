@@ -40,21 +40,40 @@ def data(tmp_path_factory) -> Path:
 
 
 def options(data: Path, workdir: Path, name: str = 'run', total_iter: int = 8, workers: int = 0, **train) -> dict:
-    dataset = {'type': 'H5ImageDataset', 'norm_voxel': True, 'return_voxel': True, 'return_mask': True,
-               'use_mask': True}
+    dataset = {
+        'type': 'H5ImageDataset',
+        'norm_voxel': True,
+        'return_voxel': True,
+        'return_mask': True,
+        'use_mask': True,
+    }
     return {
-        'name': name, 'model_type': 'ImageEventRestorationModel', 'num_gpu': 0, 'manual_seed': 10,
+        'name': name,
+        'model_type': 'ImageEventRestorationModel',
+        'num_gpu': 0,
+        'manual_seed': 10,
         'datasets': {
-            'train': {**dataset, 'name': 'train', 'dataroot': str(data / 'train'), 'crop_size': 32, 'use_flip': True,
-                      'batch_size_per_gpu': 2, 'num_worker_per_gpu': workers},
+            'train': {
+                **dataset,
+                'name': 'train',
+                'dataroot': str(data / 'train'),
+                'crop_size': 32,
+                'use_flip': True,
+                'batch_size_per_gpu': 2,
+                'num_worker_per_gpu': workers,
+            },
             'val': {**dataset, 'name': 'val', 'dataroot': str(data / 'val'), 'crop_size': None, 'use_flip': False},
         },
         'network_g': {'type': 'EFNet', 'wf': 8},
         'path': {'root': str(workdir)},
-        'train': {'optim_g': {'type': 'AdamW', 'lr': 1e-3},
-                  'scheduler': {'type': 'TrueCosineAnnealingLR', 'T_max': 32, 'eta_min': 1e-6},
-                  'total_iter': total_iter, 'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5},
-                  'ema_decay': 0.9, **train},
+        'train': {
+            'optim_g': {'type': 'AdamW', 'lr': 1e-3},
+            'scheduler': {'type': 'TrueCosineAnnealingLR', 'T_max': 32, 'eta_min': 1e-6},
+            'total_iter': total_iter,
+            'pixel_opt': {'type': 'PSNRLoss', 'loss_weight': 0.5},
+            'ema_decay': 0.9,
+            **train,
+        },
         'val': {'val_freq': 8, 'pbar': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 4, 'use_tb_logger': False},
     }
@@ -114,8 +133,14 @@ def assert_bit_identical(path: Path, reference: dict) -> None:
 # ---------------------------------------------------------------------------------------------------- exact resume
 def run_until(args: list[str], cwd: Path, stop_at: int, how: signal.Signals) -> tuple[int, str]:
     """Start train.py, send ``how`` once it logged iteration ``stop_at``; (exit status, stderr)."""
-    process = subprocess.Popen([sys.executable, TRAIN_PY, *args], cwd=cwd, env=environment(),
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [sys.executable, TRAIN_PY, *args],
+        cwd=cwd,
+        env=environment(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     lines = []
     for line in process.stderr:
         lines.append(line)
@@ -132,8 +157,14 @@ def test_stopped_killed_and_resumed_runs_end_bit_identical_to_an_uninterrupted_r
     net_g_latest.pth (params and params_ema) equals the uninterrupted run's bit for bit."""
     total = 16
     whole = write_yaml(tmp_path / 'whole.yml', options(data, tmp_path, 'whole', total, workers=1))
-    uninterrupted = subprocess.Popen([sys.executable, TRAIN_PY, '-opt', str(whole)], cwd=tmp_path, env=environment(),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    uninterrupted = subprocess.Popen(
+        [sys.executable, TRAIN_PY, '-opt', str(whole)],
+        cwd=tmp_path,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     opt_file = write_yaml(tmp_path / 'parts.yml', options(data, tmp_path, 'parts', total, workers=1))
     rng = random.Random()
     k1 = rng.randint(2, 4)
@@ -145,11 +176,18 @@ def test_stopped_killed_and_resumed_runs_end_bit_identical_to_an_uninterrupted_r
         assert code == status, f'{how.name} at {stop_at}: {log[-3000:]}'
         assert 'Traceback' not in log
         if how != signal.SIGKILL:
-            stopped = int(re.search(rf'{how.name} received: stopped after iteration (\d+); resume with --auto_resume',
-                                    log)[1])
+            stopped = int(
+                re.search(rf'{how.name} received: stopped after iteration (\d+); resume with --auto_resume', log)[1]
+            )
             assert (tmp_path / f'experiments/parts/training_states/{stopped}.state').is_file()
-    last = subprocess.run([sys.executable, TRAIN_PY, *resume], cwd=tmp_path, env=environment(), capture_output=True,
-                          text=True, timeout=300)
+    last = subprocess.run(
+        [sys.executable, TRAIN_PY, *resume],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert last.returncode == 0, last.stderr[-3000:]
     assert 'Resuming training from epoch' in last.stderr
     assert (tmp_path / f'experiments/parts/training_states/{total}.state').is_file()  # the final state
@@ -204,8 +242,11 @@ def test_a_finished_run_is_left_alone_and_a_larger_total_iter_continues_it(data,
 
     code, log, _ = train(opt_file, '--auto_resume')
     assert code == 0
-    assert re.search(r"Training 'run' has already finished: its training state '.*6\.state' is at iteration 6 and "
-                     r'train\.total_iter is 6; nothing to do \(raise train\.total_iter to continue it\)', log)
+    assert re.search(
+        r"Training 'run' has already finished: its training state '.*6\.state' is at iteration 6 and "
+        r'train\.total_iter is 6; nothing to do \(raise train\.total_iter to continue it\)',
+        log,
+    )
     assert (models / 'net_g_latest.pth').read_bytes() == latest
     assert (models / 'net_g_latest.pth').stat().st_mtime_ns == mtime
 
@@ -235,8 +276,11 @@ def test_a_corrupt_newest_state_or_its_unreadable_weights_fall_back_to_the_previ
         (states / name).write_bytes(b'garbage')
     code, _, err = train(opt_file, '--auto_resume', '--force_yml', 'train:total_iter=16')
     assert code == 2
-    assert re.search(r"error: None of the training states in '.*training_states' can be resumed from "
-                     r'\(14\.state, 12\.state, 8\.state, 4\.state', err)
+    assert re.search(
+        r"error: None of the training states in '.*training_states' can be resumed from "
+        r'\(14\.state, 12\.state, 8\.state, 4\.state',
+        err,
+    )
 
 
 def test_a_missing_resume_state_is_named(data, tmp_path, train):
@@ -247,8 +291,9 @@ def test_a_missing_resume_state_is_named(data, tmp_path, train):
     assert not (tmp_path / 'experiments').exists()
 
 
-def test_a_full_disk_ends_the_run_naming_the_path_and_keeps_the_previous_checkpoints(data, tmp_path, train,
-                                                                                     monkeypatch):
+def test_a_full_disk_ends_the_run_naming_the_path_and_keeps_the_previous_checkpoints(
+    data, tmp_path, train, monkeypatch
+):
     opt_file = write_yaml(tmp_path / 'run.yml', options(data, tmp_path, total_iter=8))
     save = torch.save
 
@@ -263,8 +308,11 @@ def test_a_full_disk_ends_the_run_naming_the_path_and_keeps_the_previous_checkpo
     code, _, err = train(opt_file)
     states = tmp_path / 'experiments/run/training_states'
     assert code == 2
-    assert re.search(r"error: cannot write '.*training_states/8\.state': No space left on device \[ENOSPC\] "
-                     r'\([\d,]+ bytes free on its disk\); the previous file of that name, if any, is intact', err)
+    assert re.search(
+        r"error: cannot write '.*training_states/8\.state': No space left on device \[ENOSPC\] "
+        r'\([\d,]+ bytes free on its disk\); the previous file of that name, if any, is intact',
+        err,
+    )
     assert 'Traceback' not in err
     assert sorted(p.name for p in states.iterdir()) == ['4.state']
     assert torch.load(states / '4.state', weights_only=True)['iter'] == 4
@@ -299,12 +347,17 @@ def test_resuming_with_the_experiment_folders_copy_of_the_option_file(data, tmp_
     assert copy_file.read_text() == text
 
 
-@pytest.mark.parametrize(('override', 'expected'), [
-    ('network_g:wf=16', 'network_g.wf: 8 in the state, 16 in the option file'),
-    ('train:optim_g={type: SGD, lr: 0.001}', 'train.optim_g.type: AdamW in the state, SGD in the option file'),
-    ('datasets:train:batch_size_per_gpu=3', 'datasets.train.batch_size_per_gpu: 2 in the state, 3 in the option '
-                                            'file'),
-])
+@pytest.mark.parametrize(
+    ('override', 'expected'),
+    [
+        ('network_g:wf=16', 'network_g.wf: 8 in the state, 16 in the option file'),
+        ('train:optim_g={type: SGD, lr: 0.001}', 'train.optim_g.type: AdamW in the state, SGD in the option file'),
+        (
+            'datasets:train:batch_size_per_gpu=3',
+            'datasets.train.batch_size_per_gpu: 2 in the state, 3 in the option file',
+        ),
+    ],
+)
 def test_a_changed_network_optimizer_or_batch_layout_is_named(data, tmp_path, train, override, expected):
     opt_file = write_yaml(tmp_path / 'run.yml', options(data, tmp_path, total_iter=4))
     assert train(opt_file)[0] == 0
@@ -321,8 +374,9 @@ def test_a_changed_scheduler_continues_as_if_used_from_the_start(data, tmp_path,
     assert train(opt_file)[0] == 0
     code, log, _ = train(opt_file, '--auto_resume', '--force_yml', 'train:total_iter=6', 'train:scheduler:T_max=10')
     assert code == 0
-    assert 'train.scheduler changed' in log and 'continues from iteration 4 as if it had been used from the start' \
-        in log
+    assert (
+        'train.scheduler changed' in log and 'continues from iteration 4 as if it had been used from the start' in log
+    )
     state = torch.load(tmp_path / 'experiments/run/training_states/6.state', weights_only=True)
     # during iteration k: lr = eta_min + (lr0 - eta_min) (1 + cos(pi (k - 1) / T_max)) / 2, with the new T_max
     expected = 1e-6 + (1e-3 - 1e-6) * (1 + np.cos(np.pi * 5 / 10)) / 2
@@ -353,9 +407,12 @@ def test_a_non_finite_loss_skips_the_update_and_logs_the_batch(data, tmp_path, t
     code, log, _ = train(write_yaml(tmp_path / 'run.yml', opt))
     assert code == 0
     for iteration, count in ((3, 1), (4, 2)):
-        assert re.search(rf'Iteration {iteration}: non-finite loss or gradient \(l_pix nan, grad_norm nan\); the '
-                         rf'update is skipped \({count} in a row of at most 10\)\. Batch items \(sequence/index\): '
-                         r'seq_[ab]/\d, seq_[ab]/\d\.', log), log
+        assert re.search(
+            rf'Iteration {iteration}: non-finite loss or gradient \(l_pix nan, grad_norm nan\); the '
+            rf'update is skipped \({count} in a row of at most 10\)\. Batch items \(sequence/index\): '
+            r'seq_[ab]/\d, seq_[ab]/\d\.',
+            log,
+        ), log
     models = tmp_path / 'experiments/run/models'
     before, after = weights(models / 'net_g_2.pth'), weights(models / 'net_g_4.pth')
     assert all(torch.equal(before[name], after[name]) for name in before)  # no step, no EMA update
@@ -368,10 +425,13 @@ def test_consecutive_non_finite_steps_stop_the_run_naming_suspects(data, tmp_pat
     poison(monkeypatch, None)
     code, _, err = train(write_yaml(tmp_path / 'run.yml', opt))
     assert code == 2 and 'Traceback' not in err
-    assert re.search(r'error: Training stopped at iteration 3: the loss or the gradient was NaN or inf in 3 '
-                     r'consecutive iterations \(train\.max_nonfinite_steps: 3\), so every update was skipped\. '
-                     r'Suspects: the learning rate \([\d.e-]+; lower train\.optim_g\.lr\), or the data of the logged '
-                     r'batches \(the last: seq_[ab]/\d, seq_[ab]/\d;', err)
+    assert re.search(
+        r'error: Training stopped at iteration 3: the loss or the gradient was NaN or inf in 3 '
+        r'consecutive iterations \(train\.max_nonfinite_steps: 3\), so every update was skipped\. '
+        r'Suspects: the learning rate \([\d.e-]+; lower train\.optim_g\.lr\), or the data of the logged '
+        r'batches \(the last: seq_[ab]/\d, seq_[ab]/\d;',
+        err,
+    )
 
 
 def test_non_finite_weights_are_never_saved(data, tmp_path):
@@ -401,8 +461,7 @@ def test_a_failed_start_leaves_no_folders_and_keeps_the_old_run(data, tmp_path, 
     assert [p.name for p in (tmp_path / 'experiments').iterdir()] == ['run']
 
 
-def test_a_new_run_archives_the_experiment_and_its_tensorboard_folder_and_goes_on_without_wandb(data, tmp_path,
-                                                                                               train):
+def test_a_new_run_archives_the_experiment_and_its_tensorboard_folder_and_goes_on_without_wandb(data, tmp_path, train):
     opt = options(data, tmp_path, total_iter=2)
     opt['logger'].update(use_tb_logger=True, wandb={'project': 'efnet'})
     opt_file = write_yaml(tmp_path / 'run.yml', opt)
@@ -437,11 +496,19 @@ def test_a_stalled_rank_ends_a_two_process_training_naming_it(data, tmp_path):
     port = str(free_port())
     processes = []
     for rank in range(2):
-        env = environment(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
-                          MASTER_PORT=port)
-        processes.append(subprocess.Popen([sys.executable, TRAIN_PY, '-opt', str(opt_file), '--launcher', 'pytorch'],
-                                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          text=True))
+        env = environment(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=port
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, TRAIN_PY, '-opt', str(opt_file), '--launcher', 'pytorch'],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     rank0, rank1 = processes
     try:
         lines = []
@@ -466,9 +533,14 @@ def test_a_stalled_rank_ends_a_two_process_training_naming_it(data, tmp_path):
     assert 'Traceback' not in log
 
 
-@pytest.mark.parametrize(('override', 'key'), [('logger:keep_checkpoints=0', 'logger.keep_checkpoints'),
-                                               ('dist_params:timeout=0', 'dist_params.timeout'),
-                                               ('train:max_nonfinite_steps=0', 'train.max_nonfinite_steps')])
+@pytest.mark.parametrize(
+    ('override', 'key'),
+    [
+        ('logger:keep_checkpoints=0', 'logger.keep_checkpoints'),
+        ('dist_params:timeout=0', 'dist_params.timeout'),
+        ('train:max_nonfinite_steps=0', 'train.max_nonfinite_steps'),
+    ],
+)
 def test_the_new_option_keys_are_checked(data, tmp_path, train, override, key):
     code, _, err = train(write_yaml(tmp_path / 'run.yml', options(data, tmp_path)), '--force_yml', override)
     assert code == 2 and key in err and 'must be > 0, got 0' in err
@@ -482,9 +554,12 @@ def test_a_state_from_an_older_version_resumes_with_a_warning(data, tmp_path, tr
     torch.save({key: state[key] for key in ('epoch', 'iter', 'optimizers', 'schedulers', 'scaler')}, path)
     code, log, _ = train(opt_file, '--auto_resume', '--force_yml', 'train:total_iter=6')
     assert code == 0
-    assert re.search(r"Training state '.*4\.state' was written by an older version \(no run signature, seed or "
-                     r'random-number states\): the network and optimizer are not checked and the resume is not '
-                     r'exact\.', log)
+    assert re.search(
+        r"Training state '.*4\.state' was written by an older version \(no run signature, seed or "
+        r'random-number states\): the network and optimizer are not checked and the resume is not '
+        r'exact\.',
+        log,
+    )
 
 
 def test_a_failed_test_start_leaves_no_results_folder(data, tmp_path, capsys):

@@ -26,11 +26,14 @@ class _FailingDataset(Dataset):
             raise self.error from cause
 
 
-@pytest.mark.parametrize('error, compatible', [
-    (InvalidInputError('seq.h5: voxels/voxel000000003 contains NaN (12 values)'), ValueError),
-    (MissingInputError("dataroot 'x' does not exist;\nsecond line"), FileNotFoundError),
-    (MissingKeyError("events file 'a.h5' has no dataset 'events/ts'"), KeyError),
-])
+@pytest.mark.parametrize(
+    'error, compatible',
+    [
+        (InvalidInputError('seq.h5: voxels/voxel000000003 contains NaN (12 values)'), ValueError),
+        (MissingInputError("dataroot 'x' does not exist;\nsecond line"), FileNotFoundError),
+        (MissingKeyError("events file 'a.h5' has no dataset 'events/ts'"), KeyError),
+    ],
+)
 def test_an_error_in_a_loader_worker_keeps_its_type_and_only_its_message(error, compatible):
     loader = DataLoader(_FailingDataset(error), num_workers=1)
     with pytest.raises(type(error)) as info:
@@ -45,7 +48,8 @@ def test_missing_key_error_is_shown_without_quotes():
 
 def test_the_error_boundary_prints_one_paragraph_for_a_worker_error(tmp_path):
     script = tmp_path / 'entry.py'
-    script.write_text(textwrap.dedent('''
+    script.write_text(
+        textwrap.dedent("""
         from torch.utils.data import DataLoader, Dataset
         from basicsr.engine.entry_point import run_main
         from basicsr.utils.errors import InvalidInputError
@@ -62,7 +66,8 @@ def test_the_error_boundary_prints_one_paragraph_for_a_worker_error(tmp_path):
 
         if __name__ == '__main__':
             run_main(main)
-    '''))
+    """)
+    )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr == "error: HDF5 file 'seq.h5': 'voxels/voxel000000003' contains NaN\n"

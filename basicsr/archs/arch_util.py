@@ -57,5 +57,6 @@ class ChannelLayerNorm(nn.Module):
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> the normalised pixel tokens (B, H, W, C), contiguous."""
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.body.normalized_shape, self.body.weight, self.body.bias,
-                            self.body.eps).contiguous()
+        return F.layer_norm(
+            x.permute(0, 2, 3, 1), self.body.normalized_shape, self.body.weight, self.body.bias, self.body.eps
+        ).contiguous()

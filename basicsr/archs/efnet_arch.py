@@ -43,9 +43,16 @@ class EFNet(nn.Module):
             ignored), level i's channels ``wf * 2**i`` divisible by ``num_heads[i]``.
     """
 
-    def __init__(self, in_chn: int = 3, ev_chn: int = 6, wf: int = 64, depth: int = 3,
-                 fuse_before_downsample: bool = True, relu_slope: float = 0.2,
-                 num_heads: Sequence[int] = (1, 2, 4)):
+    def __init__(
+        self,
+        in_chn: int = 3,
+        ev_chn: int = 6,
+        wf: int = 64,
+        depth: int = 3,
+        fuse_before_downsample: bool = True,
+        relu_slope: float = 0.2,
+        num_heads: Sequence[int] = (1, 2, 4),
+    ):
         super().__init__()
         num_heads = _validated_arguments(in_chn, ev_chn, wf, depth, fuse_before_downsample, relu_slope, num_heads)
         self.in_chn = in_chn
@@ -100,8 +107,11 @@ class EFNet(nn.Module):
         x, event, mask = pad_to_multiple([x, event, mask], 2 ** (self.depth - 1))
         event_features = self._encode_events(event)
         out_1, sam_feature, encs, decs = self._stage_1(x, event_features)
-        masks = None if mask is None else [F.interpolate(mask, scale_factor=0.5**i, mode='nearest')
-                                           for i in range(self.depth - 1)]
+        masks = (
+            None
+            if mask is None
+            else [F.interpolate(mask, scale_factor=0.5**i, mode='nearest') for i in range(self.depth - 1)]
+        )
         out_2 = self._stage_2(x, sam_feature, encs, decs, masks)
         return [out_1[..., :height, :width], out_2[..., :height, :width]]
 
@@ -111,17 +121,22 @@ class EFNet(nn.Module):
             raise ValueError(f'EFNet expects x of shape (B, {in_chn}, H, W), got {tuple(x.shape)}')
         batch, _, height, width = x.shape
         if tuple(event.shape) != (batch, ev_chn, height, width):
-            raise ValueError(f'EFNet expects event of shape (B, ev_chn, H, W) = {(batch, ev_chn, height, width)} '
-                             f'to match x {tuple(x.shape)}, got {tuple(event.shape)}; check ev_chn in network_g '
-                             'against the SCER bins of the data')
+            raise ValueError(
+                f'EFNet expects event of shape (B, ev_chn, H, W) = {(batch, ev_chn, height, width)} '
+                f'to match x {tuple(x.shape)}, got {tuple(event.shape)}; check ev_chn in network_g '
+                'against the SCER bins of the data'
+            )
         if mask is None:
             return
         if tuple(mask.shape) != (batch, 1, height, width):
-            raise ValueError(f'EFNet expects mask of shape (B, 1, H, W) = {(batch, 1, height, width)}, '
-                             f'got {tuple(mask.shape)}')
+            raise ValueError(
+                f'EFNet expects mask of shape (B, 1, H, W) = {(batch, 1, height, width)}, got {tuple(mask.shape)}'
+            )
         if not mask.is_floating_point():
-            raise ValueError(f'EFNet expects a floating-point mask with values in {{0, 1}}, got dtype {mask.dtype}; '
-                             'convert it with mask.float() (and divide by 255 if it is stored as 0/255)')
+            raise ValueError(
+                f'EFNet expects a floating-point mask with values in {{0, 1}}, got dtype {mask.dtype}; '
+                'convert it with mask.float() (and divide by 255 if it is stored as 0/255)'
+            )
 
     def _encode_events(self, event: torch.Tensor) -> list[torch.Tensor]:
         """(B, ev_chn, H, W) -> per-level event features, level i (B, wf * 2**i, H / 2**i, W / 2**i)."""
@@ -158,8 +173,14 @@ class EFNet(nn.Module):
         sam_feature, out_1 = self.sam12(feature, x)
         return out_1, sam_feature, encs, decs
 
-    def _stage_2(self, x: torch.Tensor, sam_feature: torch.Tensor, encs: list[torch.Tensor],
-                 decs: list[torch.Tensor], masks: list[torch.Tensor] | None) -> torch.Tensor:
+    def _stage_2(
+        self,
+        x: torch.Tensor,
+        sam_feature: torch.Tensor,
+        encs: list[torch.Tensor],
+        decs: list[torch.Tensor],
+        masks: list[torch.Tensor] | None,
+    ) -> torch.Tensor:
         """Stage 2: U-Net on [conv_02(x), SAM feature], with EMGC when ``masks`` (level i:
         (B, 1, H / 2**i, W / 2**i)) are given. Returns out_2 (B, in_chn, H, W)."""
         feature = self.cat12(torch.cat([self.conv_02(x), sam_feature], dim=1))
@@ -184,23 +205,28 @@ def _validated_arguments(in_chn, ev_chn, wf, depth, fuse_before_downsample, relu
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f'EFNet {name} must be a positive integer, got {value!r}')
     if fuse_before_downsample is not True:
-        raise ValueError(f'EFNet supports only fuse_before_downsample=True, got {fuse_before_downsample!r}: the '
-                         'reference implementation crashes with False (its bottom block returns nothing), so that '
-                         'setting has no defined behaviour to reproduce. Remove the key or set it to true.')
+        raise ValueError(
+            f'EFNet supports only fuse_before_downsample=True, got {fuse_before_downsample!r}: the '
+            'reference implementation crashes with False (its bottom block returns nothing), so that '
+            'setting has no defined behaviour to reproduce. Remove the key or set it to true.'
+        )
     if isinstance(relu_slope, bool) or not isinstance(relu_slope, (int, float)) or not 0 <= relu_slope < float('inf'):
         raise ValueError(f'EFNet relu_slope must be a finite number >= 0, got {relu_slope!r}')
     if isinstance(num_heads, (str, bytes)) or not isinstance(num_heads, Sequence):
         raise ValueError(f'EFNet num_heads must be a list of positive integers, one per level, got {num_heads!r}')
     if len(num_heads) < depth:
-        raise ValueError(f'EFNet num_heads needs at least depth={depth} entries (one per encoder level), got '
-                         f'{list(num_heads)}')
+        raise ValueError(
+            f'EFNet num_heads needs at least depth={depth} entries (one per encoder level), got {list(num_heads)}'
+        )
     for level, heads in enumerate(num_heads[:depth]):
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
             raise ValueError(f'EFNet num_heads[{level}] must be a positive integer, got {heads!r}')
         width = wf * 2**level
         if width % heads:
-            raise ValueError(f'EFNet level {level} has wf * 2**{level} = {width} channels, which num_heads[{level}] = '
-                             f'{heads} does not divide; pick a head count that divides {width}')
+            raise ValueError(
+                f'EFNet level {level} has wf * 2**{level} = {width} channels, which num_heads[{level}] = '
+                f'{heads} does not divide; pick a head count that divides {width}'
+            )
     return tuple(num_heads)
 
 
@@ -229,22 +255,33 @@ def efnet_options_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dic
     if missing or not levels:
         sample = ', '.join(list(state_dict)[:6]) or 'no entries'
         absent = missing + ([] if levels else ['down_path_1.<i>.*'])
-        raise InvalidInputError(f"the weights are not an EFNet state dict: no {', '.join(absent)} (its first names: "
-                                f'{sample}); use a checkpoint of EFNet (e.g. EFNet-GoPro.pth or a net_g_*.pth of '
-                                'this framework)')
+        raise InvalidInputError(
+            f'the weights are not an EFNet state dict: no {", ".join(absent)} (its first names: '
+            f'{sample}); use a checkpoint of EFNet (e.g. EFNet-GoPro.pth or a net_g_*.pth of '
+            'this framework)'
+        )
     if levels != list(range(len(levels))):
-        raise InvalidInputError(f'the weights are not an EFNet state dict: its down_path_1 levels are {levels}, '
-                                f'expected 0 .. {len(levels) - 1} without gaps')
+        raise InvalidInputError(
+            f'the weights are not an EFNet state dict: its down_path_1 levels are {levels}, '
+            f'expected 0 .. {len(levels) - 1} without gaps'
+        )
     image_conv, event_conv = (state_dict[key] for key in _SHAPE_KEYS)
     if image_conv.dim() != 4 or event_conv.dim() != 4 or image_conv.shape[0] != event_conv.shape[0]:
-        raise InvalidInputError(f'the weights are not an EFNet state dict: conv_01.weight {tuple(image_conv.shape)} '
-                                f'and conv_ev1.weight {tuple(event_conv.shape)} should both be (wf, channels, 3, 3) '
-                                'with the same wf')
+        raise InvalidInputError(
+            f'the weights are not an EFNet state dict: conv_01.weight {tuple(image_conv.shape)} '
+            f'and conv_ev1.weight {tuple(event_conv.shape)} should both be (wf, channels, 3, 3) '
+            'with the same wf'
+        )
     num_heads = []
     for level in levels:
         key = f'down_path_1.{level}.image_event_transformer.attn.temperature'
         if key not in state_dict:
             raise InvalidInputError(f'the weights are not an EFNet state dict: level {level} has no {key}')
         num_heads.append(int(state_dict[key].shape[0]))
-    return {'in_chn': int(image_conv.shape[1]), 'ev_chn': int(event_conv.shape[1]), 'wf': int(image_conv.shape[0]),
-            'depth': len(levels), 'num_heads': tuple(num_heads)}
+    return {
+        'in_chn': int(image_conv.shape[1]),
+        'ev_chn': int(event_conv.shape[1]),
+        'wf': int(image_conv.shape[0]),
+        'depth': len(levels),
+        'num_heads': tuple(num_heads),
+    }

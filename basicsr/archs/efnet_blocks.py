@@ -81,8 +81,15 @@ class UNetConvBlock(_ResidualConvBody):
     Order: residual body, then EMGC, then EICA, then down-sampling.
     """
 
-    def __init__(self, in_chn: int, out_chn: int, downsample: bool, relu_slope: float, use_emgc: bool = False,
-                 num_heads: int | None = None):
+    def __init__(
+        self,
+        in_chn: int,
+        out_chn: int,
+        downsample: bool,
+        relu_slope: float,
+        use_emgc: bool = False,
+        num_heads: int | None = None,
+    ):
         super().__init__(in_chn, out_chn, relu_slope)
         self.use_emgc = use_emgc
         if use_emgc:
@@ -91,19 +98,24 @@ class UNetConvBlock(_ResidualConvBody):
             self.emgc_enc_mask = conv3x3(out_chn, out_chn)
             self.emgc_dec_mask = conv3x3(out_chn, out_chn)
         self.downsample = conv_down(out_chn) if downsample else None
-        self.image_event_transformer = (
-            EventImageChannelAttention(out_chn, num_heads) if num_heads is not None else None
-        )
+        self.image_event_transformer = EventImageChannelAttention(out_chn, num_heads) if num_heads is not None else None
 
-    def forward(self, x: torch.Tensor, event_feature: torch.Tensor | None = None, enc: torch.Tensor | None = None,
-                dec: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        event_feature: torch.Tensor | None = None,
+        enc: torch.Tensor | None = None,
+        dec: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ):
         y = self.residual(x)
         if mask is not None:
             y = self.add_emgc(y, enc, dec, mask)
         if event_feature is not None:
             if self.image_event_transformer is None:
-                raise ValueError('this UNetConvBlock was built without num_heads, so it has no EICA to fuse an '
-                                 'event feature with')
+                raise ValueError(
+                    'this UNetConvBlock was built without num_heads, so it has no EICA to fuse an event feature with'
+                )
             y = self.image_event_transformer(y, event_feature)
         if self.downsample is None:
             return y
@@ -290,12 +302,15 @@ class EventImageChannelAttention(nn.Module):
 
     def forward(self, image: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
         if image.shape != event.shape:
-            raise ValueError(f'EICA needs image and event features of equal shape, got {tuple(image.shape)} and '
-                             f'{tuple(event.shape)}')
+            raise ValueError(
+                f'EICA needs image and event features of equal shape, got {tuple(image.shape)} and {tuple(event.shape)}'
+            )
         batch, chn, height, width = image.shape
         image_tokens = image.permute(0, 2, 3, 1)  # free for channels_last inputs
-        attended = self.attn.attend(self.norm1_image.tokens(image).view(batch, height * width, chn),
-                                    self.norm1_event.tokens(event).view(batch, height * width, chn))
+        attended = self.attn.attend(
+            self.norm1_image.tokens(image).view(batch, height * width, chn),
+            self.norm1_event.tokens(event).view(batch, height * width, chn),
+        )
         fused = attended.view(batch, height, width, chn).add_(image_tokens)
         out = self.add_feed_forward(fused.view(batch * height * width, chn))
         out = out.view(batch, height, width, chn).permute(0, 3, 1, 2)

@@ -78,7 +78,7 @@ def _exit_on_sigterm_from(parent: int) -> None:
 def _phase_group(phase: str) -> str:
     group = phase.split('_', 1)[0]
     if group not in ('train', 'val', 'test'):
-        raise ValueError(f"data set phase must be train, val or test (or val_2, test_2, ...), got {phase!r}")
+        raise ValueError(f'data set phase must be train, val or test (or val_2, test_2, ...), got {phase!r}')
     return group
 
 
@@ -98,9 +98,15 @@ def _auto_or(value: bool | str, auto: bool) -> bool:
     return auto if value == 'auto' else bool(value)
 
 
-def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: bool = False,
-                     sampler: Sampler | None = None, seed: int | None = None, rank: int = 0,
-                     device: torch.device | None = None) -> DataLoader:
+def build_dataloader(
+    dataset: Dataset,
+    dataset_opt: Mapping[str, Any],
+    dist: bool = False,
+    sampler: Sampler | None = None,
+    seed: int | None = None,
+    rank: int = 0,
+    device: torch.device | None = None,
+) -> DataLoader:
     """A DataLoader for ``dataset`` following the loader keys of ``dataset_opt``.
 
     * ``phase`` train: batch ``batch_size_per_gpu`` and ``num_worker_per_gpu`` workers per process,
@@ -138,8 +144,7 @@ def build_dataloader(dataset: Dataset, dataset_opt: Mapping[str, Any], dist: boo
             # so starting a pass never shifts the random draws of training (exact resume)
             kwargs['generator'] = torch.Generator().manual_seed(seed + rank)
         if seed is not None and num_workers > 0:
-            kwargs['worker_init_fn'] = functools.partial(worker_init_fn, num_workers=num_workers, rank=rank,
-                                                         seed=seed)
+            kwargs['worker_init_fn'] = functools.partial(worker_init_fn, num_workers=num_workers, rank=rank, seed=seed)
     else:
         num_workers = 0
         # an own generator (unused otherwise): starting a pass would draw from the global one (exact resume)

@@ -60,22 +60,30 @@ def _h5_backend(value: Any) -> str | None:
 
 
 SHARED_OPTION_SCHEMA: dict[str, Key] = {
-    'dataroot': Key(str, required=True, doc='folder of .h5 files (read in sorted order), or a text file listing '
-                                             'them one per line (relative paths: from the list file folder)'),
+    'dataroot': Key(
+        str,
+        required=True,
+        doc='folder of .h5 files (read in sorted order), or a text file listing '
+        'them one per line (relative paths: from the list file folder)',
+    ),
     'norm_voxel': Key(bool, default=True, doc='divide each voxel by its largest |value| (full frame, before crop)'),
     'return_voxel': Key(bool, default=True, doc='put the voxel in the item'),
     'return_mask': Key(bool, default=False, doc='put the event mask in the item'),
     'return_gt_frame': Key(bool, default=True, doc='put the sharp frame (frame_gt) in the item'),
     'use_mask': Key(bool, default=False, doc='read by the model (gate EFNet with the mask); needs return_mask'),
-    'crop_size': Key((int, None), default=None, check=_positive_or_null,
-                     doc='random square crop of this size (uniform corner); null: full frames'),
+    'crop_size': Key(
+        (int, None),
+        default=None,
+        check=_positive_or_null,
+        doc='random square crop of this size (uniform corner); null: full frames',
+    ),
     'use_flip': Key(bool, default=False, doc='with probability 0.5 flip H and W together (180 degree rotation)'),
     'use_rot': Key(bool, default=False, doc='accepted for compatibility; no effect, as in the reference'),
     'use_hflip': Key(bool, default=False, doc='extra: with probability 0.5 flip left-right (not in the reference)'),
     'use_vflip': Key(bool, default=False, doc='extra: with probability 0.5 flip up-down (not in the reference)'),
     'use_rot90': Key(bool, default=False, doc='extra: with probability 0.5 rotate by 90 degrees (needs crop_size)'),
     'filename_tmpl': Key(str, default='{}', doc='accepted for compatibility; no effect'),
-    'io_backend': Key(dict, default={'type': 'h5'}, check=_h5_backend, doc="{type: h5}; the only backend"),
+    'io_backend': Key(dict, default={'type': 'h5'}, check=_h5_backend, doc='{type: h5}; the only backend'),
     'mean': Key((list, None), default=None, check=_three_numbers, doc='per-channel mean subtracted from frames'),
     'std': Key((list, None), default=None, check=_nonzero_numbers, doc='per-channel std dividing the frames'),
 }
@@ -87,8 +95,13 @@ def shared_option_rules(opt: Mapping[str, Any]) -> list[tuple[str, str]]:
     if opt['use_mask'] and not opt['return_mask']:
         problems.append(('use_mask', 'use_mask: true needs return_mask: true'))
     if opt['use_rot90'] and opt['crop_size'] is None:
-        problems.append(('use_rot90', 'use_rot90 needs crop_size (rotating non-square full frames gives items of '
-                         'different shapes in one batch)'))
+        problems.append(
+            (
+                'use_rot90',
+                'use_rot90 needs crop_size (rotating non-square full frames gives items of '
+                'different shapes in one batch)',
+            )
+        )
     return problems
 
 
@@ -141,15 +154,19 @@ def _list_file_lines(path: str, suffixes: tuple[str, ...]) -> list[str]:
     with open(path, 'rb') as handle:
         is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
     if is_hdf5:
-        raise InvalidInputError(f"dataroot '{path}' is an HDF5 file, but only names ending in {' or '.join(suffixes)} "
-                                'are read as data files (anything else is read as a list file); rename it')
+        raise InvalidInputError(
+            f"dataroot '{path}' is an HDF5 file, but only names ending in {' or '.join(suffixes)} "
+            'are read as data files (anything else is read as a list file); rename it'
+        )
     try:
         with open(path, encoding='utf-8') as handle:
             return [line.strip() for line in handle]
     except UnicodeDecodeError as error:
-        raise InvalidInputError(f"dataroot '{path}' is neither a folder, nor a {' / '.join(suffixes)} file, nor a "
-                                f'text list of such files ({error.reason}: {error.object[error.start:error.end]!r}); '
-                                'point it at the data folder or write a list file with one path per line') from error
+        raise InvalidInputError(
+            f"dataroot '{path}' is neither a folder, nor a {' / '.join(suffixes)} file, nor a "
+            f'text list of such files ({error.reason}: {error.object[error.start : error.end]!r}); '
+            'point it at the data folder or write a list file with one path per line'
+        ) from error
 
 
 def sequence_name(path: str) -> str:
@@ -238,8 +255,10 @@ class BaseEventDataset(Dataset):
         crop = self.opt['crop_size']
         for path, (height, width) in zip(self.files, frame_sizes):
             if crop is not None and (crop > height or crop > width):
-                raise InvalidInputError(f"crop_size {crop} is larger than the {height}x{width} (HxW) frames of "
-                                        f"'{path}'; use a smaller crop_size or null for full frames")
+                raise InvalidInputError(
+                    f'crop_size {crop} is larger than the {height}x{width} (HxW) frames of '
+                    f"'{path}'; use a smaller crop_size or null for full frames"
+                )
         self.counts = list(counts)
         self.frame_sizes = list(frame_sizes)
         self.sequences = [sequence_name(path) for path in self.files]
@@ -260,8 +279,7 @@ class BaseEventDataset(Dataset):
         file_number = bisect.bisect_right(self._starts, index) - 1
         return file_number, index - self._starts[file_number]
 
-    def draw_augmentation(self, frame_size: tuple[int, int],
-                          generator: torch.Generator | None = None) -> Augmentation:
+    def draw_augmentation(self, frame_size: tuple[int, int], generator: torch.Generator | None = None) -> Augmentation:
         """Random crop corner (uniform), flips and noise seed for one item of a (H, W) frame.
 
         Drawn from ``generator`` (the item's own, see :class:`SeededIndex`), or torch's global generator when None;
@@ -273,7 +291,9 @@ class BaseEventDataset(Dataset):
             top = int(torch.randint(0, frame_size[0] - size + 1, (), generator=generator))
             left = int(torch.randint(0, frame_size[1] - size + 1, (), generator=generator))
         return Augmentation(
-            top, left, size,
+            top,
+            left,
+            size,
             flip180=self.opt['use_flip'] and _coin(generator),
             hflip=self.opt['use_hflip'] and _coin(generator),
             vflip=self.opt['use_vflip'] and _coin(generator),
@@ -306,8 +326,10 @@ class BaseEventDataset(Dataset):
             index, generator = index.index, torch.Generator().manual_seed(index.seed)
         file_number, local_index = self.locate(index)
         augmentation = self.draw_augmentation(self.frame_sizes[file_number], generator)
-        arrays = {key: augmentation.flip(value)
-                  for key, value in self._read_arrays(file_number, local_index, augmentation).items()}
+        arrays = {
+            key: augmentation.flip(value)
+            for key, value in self._read_arrays(file_number, local_index, augmentation).items()
+        }
         seq = self.sequences[file_number]
         item: dict[str, Any] = {'frame': self._frame_tensor(arrays['frame'])}
         if 'frame_gt' in arrays:

@@ -49,11 +49,14 @@ class EnlargedSampler(Sampler):
         item_seeds: yield :class:`SeededIndex` pairs instead of ints.
     """
 
-    def __init__(self, dataset: Sized, num_replicas: int, rank: int, ratio: int = 1, seed: int = 0,
-                 item_seeds: bool = False):
+    def __init__(
+        self, dataset: Sized, num_replicas: int, rank: int, ratio: int = 1, seed: int = 0, item_seeds: bool = False
+    ):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f'EnlargedSampler needs num_replicas >= 1 and 0 <= rank < num_replicas, got '
-                             f'num_replicas={num_replicas}, rank={rank}')
+            raise ValueError(
+                f'EnlargedSampler needs num_replicas >= 1 and 0 <= rank < num_replicas, got '
+                f'num_replicas={num_replicas}, rank={rank}'
+            )
         if ratio < 1:
             raise ValueError(f'EnlargedSampler ratio (dataset_enlarge_ratio) must be >= 1, got {ratio}')
         if len(dataset) == 0:
@@ -107,8 +110,14 @@ class EnlargedSampler(Sampler):
         """
         if not 0 <= consumed <= self.num_samples:
             raise ValueError(f'consumed must be in [0, {self.num_samples}], got {consumed}')
-        return {'epoch': self.epoch, 'consumed': consumed, 'seed': self.seed, 'num_replicas': self.num_replicas,
-                'dataset_size': len(self.dataset), 'ratio': self.ratio}
+        return {
+            'epoch': self.epoch,
+            'consumed': consumed,
+            'seed': self.seed,
+            'num_replicas': self.num_replicas,
+            'dataset_size': len(self.dataset),
+            'ratio': self.ratio,
+        }
 
     def load_state_dict(self, state: Mapping[str, int], source: str = 'the training state') -> None:
         """Continue where :meth:`state_dict` left off: the same epoch, from the next unconsumed index.
@@ -117,15 +126,21 @@ class EnlargedSampler(Sampler):
             InvalidInputError: the state was saved with another number of processes, data set size, enlarge
                 ratio or seed, so the remaining indices of the epoch cannot be reproduced.
         """
-        expected = {'num_replicas': (self.num_replicas, 'processes'),
-                    'dataset_size': (len(self.dataset), 'training items'),
-                    'ratio': (self.ratio, 'datasets.train.dataset_enlarge_ratio'),
-                    'seed': (self.seed, 'seed (manual_seed)')}
-        changed = [f'{label}: {state[key]} in the state, {value} now' for key, (value, label) in expected.items()
-                   if state[key] != value]
+        expected = {
+            'num_replicas': (self.num_replicas, 'processes'),
+            'dataset_size': (len(self.dataset), 'training items'),
+            'ratio': (self.ratio, 'datasets.train.dataset_enlarge_ratio'),
+            'seed': (self.seed, 'seed (manual_seed)'),
+        }
+        changed = [
+            f'{label}: {state[key]} in the state, {value} now'
+            for key, (value, label) in expected.items()
+            if state[key] != value
+        ]
         if changed:
             raise InvalidInputError(
                 f"'{source}' cannot continue its epoch exactly because the training data changed "
-                f"({'; '.join(changed)}); restore the previous setting, or start a new run from its weights with "
-                'path.pretrain_network_g')
+                f'({"; ".join(changed)}); restore the previous setting, or start a new run from its weights with '
+                'path.pretrain_network_g'
+            )
         self.set_epoch(state['epoch'], state['consumed'])

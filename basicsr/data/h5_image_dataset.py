@@ -69,9 +69,11 @@ class H5ImageDataset(BaseEventDataset):
         infos = [inspect_training_h5(path, required) for path in self.files]
         channels = {info.voxel_channels for info in infos if info.voxel_channels is not None}
         if len(channels) > 1:
-            raise InvalidInputError(f"the files of dataroot '{self.opt['dataroot']}' have voxels with different "
-                                    f'channel counts {sorted(channels)}; one data set must use one event '
-                                    'representation')
+            raise InvalidInputError(
+                f"the files of dataroot '{self.opt['dataroot']}' have voxels with different "
+                f'channel counts {sorted(channels)}; one data set must use one event '
+                'representation'
+            )
         self.voxel_channels = channels.pop() if channels and self.opt['return_voxel'] else None
         self._infos = infos
         self._readers = ProcessLocalHandles(TrainingH5Reader)

@@ -117,7 +117,7 @@ def _check_group(handle: h5py.File, path: str, group: str, num_items: int) -> No
         details.append(f'unexpected {", ".join(extra[:3])}' + (' ...' if len(extra) > 3 else ''))
     raise TrainingH5Error(
         f"HDF5 file '{path}': group {group!r} {problem} ({'; '.join(details)}); every group must hold "
-        f"{KEY_TEMPLATES[group].replace('{:09d}', '%09d')} for n = 0..N-1; {MAKE_HINT}"
+        f'{KEY_TEMPLATES[group].replace("{:09d}", "%09d")} for n = 0..N-1; {MAKE_HINT}'
     )
 
 
@@ -146,8 +146,10 @@ def _check_datasets(handle: h5py.File, path: str, group: str, num_items: int, fr
         if group == VOXELS and kind != 'f':
             raise TrainingH5Error(f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected float32")
         if group != VOXELS and dataset.dtype != np.uint8:
-            raise TrainingH5Error(f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected uint8 (0..255); "
-                                  f'16-bit or float frames must be converted to 8 bits; {MAKE_HINT}')
+            raise TrainingH5Error(
+                f"HDF5 file '{path}': '{key}' has dtype {dataset.dtype}, expected uint8 (0..255); "
+                f'16-bit or float frames must be converted to 8 bits; {MAKE_HINT}'
+            )
     return voxel_channels
 
 
@@ -182,8 +184,10 @@ def inspect_training_h5(path: str | os.PathLike, required: Iterable[str] = (IMAG
     except UserError:
         raise
     except _H5_FAILURES as error:
-        raise TrainingH5Error(f"HDF5 file '{path}' cannot be read ({type(error).__name__}: {error}); it is truncated "
-                              f'or corrupt; delete it and {MAKE_HINT}') from error
+        raise TrainingH5Error(
+            f"HDF5 file '{path}' cannot be read ({type(error).__name__}: {error}); it is truncated "
+            f'or corrupt; delete it and {MAKE_HINT}'
+        ) from error
 
 
 def _inspect_open_file(handle: h5py.File, path: str, required: Iterable[str]) -> TrainingH5Info:
@@ -237,8 +241,13 @@ class TrainingH5Writer:
         compression: h5py compression of every dataset (None: uncompressed, fastest to read).
     """
 
-    def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None,
-                 attrs: Mapping[str, object] | None = None, compression: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        sensor_size: tuple[int, int] | None = None,
+        attrs: Mapping[str, object] | None = None,
+        compression: str | None = None,
+    ):
         self.path = os.fspath(path)
         self.sensor_size = sensor_size
         self.attrs = dict(attrs or {})
@@ -256,13 +265,19 @@ class TrainingH5Writer:
 
     def _write(self, group: str, array: np.ndarray) -> h5py.Dataset:
         with write_errors_named(self.path):
-            dataset = self._handle.create_dataset(item_key(group, self.num_items), data=array,
-                                                  compression=self.compression)
+            dataset = self._handle.create_dataset(
+                item_key(group, self.num_items), data=array, compression=self.compression
+            )
             dataset.attrs['size'] = np.asarray(array.shape, dtype=np.int64)
         return dataset
 
-    def add(self, blurry: np.ndarray, voxel: np.ndarray | None = None, mask: np.ndarray | None = None,
-            sharp: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        blurry: np.ndarray,
+        voxel: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        sharp: np.ndarray | None = None,
+    ) -> None:
         """Append one item.
 
         Args:
@@ -361,8 +376,10 @@ class TrainingH5Reader:
             dataset = self._handle[key]
             array = dataset[:] if window is None else dataset[:, window[0], window[1]]
         except _H5_FAILURES as error:
-            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read '{key}' ({error}); the file is "
-                                  f'truncated or corrupt; {MAKE_HINT}') from error
+            raise TrainingH5Error(
+                f"HDF5 file '{self.info.path}': cannot read '{key}' ({error}); the file is "
+                f'truncated or corrupt; {MAKE_HINT}'
+            ) from error
         if array.dtype.kind == 'f':
             check_finite(array, self.info.path, key)
         return array
@@ -377,11 +394,15 @@ class TrainingH5Reader:
         try:
             value = self._handle[key].attrs.get(MAX_ABS_ATTR)
         except _H5_FAILURES as error:
-            raise TrainingH5Error(f"HDF5 file '{self.info.path}': cannot read the attributes of '{key}' ({error}); the "
-                                  f'file is truncated or corrupt; {MAKE_HINT}') from error
+            raise TrainingH5Error(
+                f"HDF5 file '{self.info.path}': cannot read the attributes of '{key}' ({error}); the "
+                f'file is truncated or corrupt; {MAKE_HINT}'
+            ) from error
         if value is not None and not np.isfinite(value):
-            raise TrainingH5Error(f"HDF5 file '{self.info.path}': '{key}' has the attribute {MAX_ABS_ATTR} = {value}, "
-                                  f'so the voxel contains NaN or infinity; {MAKE_HINT}')
+            raise TrainingH5Error(
+                f"HDF5 file '{self.info.path}': '{key}' has the attribute {MAX_ABS_ATTR} = {value}, "
+                f'so the voxel contains NaN or infinity; {MAKE_HINT}'
+            )
         return None if value is None else float(value)
 
 
@@ -396,8 +417,11 @@ def check_finite(array: np.ndarray, path: str, key: str) -> None:
     if not bad.any():  # the float64 sum overflowed on huge finite values
         return
     first = tuple(int(i) for i in np.argwhere(bad)[0])
-    kinds = ' and '.join(name for name, found in (('NaN', np.isnan(array).any()), ('infinity', np.isinf(array).any()))
-                         if found)
-    raise TrainingH5Error(f"HDF5 file '{path}': '{key}' contains {kinds} ({int(bad.sum())} of {array.size} values, "
-                          f'the first at (channel, row, column) = {first}); the events or the conversion that made it '
-                          f'are broken; {MAKE_HINT}')
+    kinds = ' and '.join(
+        name for name, found in (('NaN', np.isnan(array).any()), ('infinity', np.isinf(array).any())) if found
+    )
+    raise TrainingH5Error(
+        f"HDF5 file '{path}': '{key}' contains {kinds} ({int(bad.sum())} of {array.size} values, "
+        f'the first at (channel, row, column) = {first}); the events or the conversion that made it '
+        f'are broken; {MAKE_HINT}'
+    )

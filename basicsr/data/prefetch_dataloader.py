@@ -135,12 +135,16 @@ class CUDAPrefetcher:
 
     def __init__(self, loader: Iterable, device: torch.device | str | None = None):
         if not torch.cuda.is_available():
-            raise RuntimeError('prefetch_mode: cuda needs a CUDA GPU, and none is available; set prefetch_mode: cpu '
-                               '(or null) in the data set options')
+            raise RuntimeError(
+                'prefetch_mode: cuda needs a CUDA GPU, and none is available; set prefetch_mode: cpu '
+                '(or null) in the data set options'
+            )
         self.device = torch.device(device if device is not None else 'cuda')
         if self.device.type != 'cuda':
-            raise RuntimeError(f'CUDAPrefetcher needs a CUDA device, got {self.device}; set prefetch_mode: cpu '
-                               '(or null) for other devices')
+            raise RuntimeError(
+                f'CUDAPrefetcher needs a CUDA device, got {self.device}; set prefetch_mode: cpu '
+                '(or null) for other devices'
+            )
         self.loader = loader
         self._stream = torch.cuda.Stream(device=self.device)
         self._iterator: Iterator | None = None

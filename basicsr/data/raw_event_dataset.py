@@ -60,8 +60,12 @@ class RawEventDataset(BaseEventDataset):
 
     option_schema: ClassVar[dict[str, Key]] = {
         **SHARED_OPTION_SCHEMA,
-        'mode': Key(str, default='gopro', choices=WINDOW_MODES,
-                    doc='event windows: gopro (frame-centred, first/last frame dropped) or reblur (exposure)'),
+        'mode': Key(
+            str,
+            default='gopro',
+            choices=WINDOW_MODES,
+            doc='event windows: gopro (frame-centred, first/last frame dropped) or reblur (exposure)',
+        ),
         'num_bins': Key(int, default=6, check=_even_bins, doc='SCER bins (event channels)'),
         'keep_middle': Key(bool, default=False, doc="insert the reference's all-zero middle channel (num_bins + 1)"),
         'add_noise': Key(bool, default=False, doc="add EFNet's synthetic voxel noise, drawn afresh for every item"),
@@ -77,11 +81,15 @@ class RawEventDataset(BaseEventDataset):
                 self._origins.append(time_origin(raw))
                 frame_sizes.append(tuple(raw.read_frame(0).shape[:2]))
                 if frame_sizes[-1] != tuple(raw.sensor_size):
-                    raise InvalidInputError(f"raw-event file '{path}': frames are {frame_sizes[-1]} pixels but "
-                                     f"sensor_resolution is {raw.sensor_size}; they must agree")
+                    raise InvalidInputError(
+                        f"raw-event file '{path}': frames are {frame_sizes[-1]} pixels but "
+                        f'sensor_resolution is {raw.sensor_size}; they must agree'
+                    )
                 if self.opt['return_gt_frame'] and not has_sharp_frames(raw):
-                    raise InvalidInputError(f"raw-event file '{path}' has no group 'sharp_images' (ground truth); set "
-                                            'return_gt_frame: false to use it without ground truth')
+                    raise InvalidInputError(
+                        f"raw-event file '{path}' has no group 'sharp_images' (ground truth); set "
+                        'return_gt_frame: false to use it without ground truth'
+                    )
         self._raw_files = ProcessLocalHandles(RawEventH5)
         self._setup_index([len(windows) for windows in self._windows], frame_sizes)
 
@@ -104,8 +112,9 @@ class RawEventDataset(BaseEventDataset):
             return self._item_arrays(file_number, local_index, augmentation)
         except InvalidInputError as error:  # the reader names the file and the events; add the item
             window = self._windows[file_number][local_index]
-            raise type(error)(f'{error} (item {local_index} of {self.sequences[file_number]}, raw frame '
-                              f'{window.frame_index})') from error
+            raise type(error)(
+                f'{error} (item {local_index} of {self.sequences[file_number]}, raw frame {window.frame_index})'
+            ) from error
 
     def _item_arrays(self, file_number: int, local_index: int, augmentation: Augmentation) -> dict[str, np.ndarray]:
         raw = self._raw_files.get(self.files[file_number])
@@ -114,8 +123,14 @@ class RawEventDataset(BaseEventDataset):
         if self.opt['return_gt_frame']:
             arrays['frame_gt'] = augmentation.crop(frame_chw(raw.read_sharp_frame(window.frame_index)))
         if self.opt['return_voxel'] or self.opt['return_mask']:
-            voxel = item_voxel(raw, window, self.opt['num_bins'], self.opt['keep_middle'], self._origins[file_number],
-                               self._noise_rng(augmentation))
+            voxel = item_voxel(
+                raw,
+                window,
+                self.opt['num_bins'],
+                self.opt['keep_middle'],
+                self._origins[file_number],
+                self._noise_rng(augmentation),
+            )
             if self.opt['return_mask']:
                 arrays['mask'] = augmentation.crop(item_mask(voxel))
             if self.opt['return_voxel']:

@@ -58,21 +58,24 @@ def item_windows(raw: RawEventH5, mode: str) -> list[ItemWindow]:
             the message names the file.
     """
     if mode not in WINDOW_MODES:
-        raise InvalidInputError(f"event window mode must be one of {', '.join(WINDOW_MODES)}, got {mode!r}")
+        raise InvalidInputError(f'event window mode must be one of {", ".join(WINDOW_MODES)}, got {mode!r}')
     times = raw.frame_timestamps
     if mode == 'gopro':
         if times.size < 3:
-            raise InvalidInputError(f"raw-event file '{raw.path}' has {times.size} frame(s) under 'images'; mode "
-                                    'gopro drops the first and last frame, so it needs at least 3')
+            raise InvalidInputError(
+                f"raw-event file '{raw.path}' has {times.size} frame(s) under 'images'; mode "
+                'gopro drops the first and last frame, so it needs at least 3'
+            )
         bounds = [raw.index_at_time(t) for t in (times[:-1] + times[1:]) / 2]
         return [ItemWindow(i, bounds[i - 1], bounds[i]) for i in range(1, times.size - 1)]
     exposures = raw.exposures
     if exposures is None or exposures.shape[0] == 0:
-        raise InvalidInputError(f"raw-event file '{raw.path}': mode reblur needs the attributes 'exposure_start' "
-                                "and 'exposure_end' on every frame under 'images'; use mode gopro (frame-centred "
-                                'windows) for files without exposures')
-    return [ItemWindow(i, raw.index_at_time(start), raw.index_at_time(end))
-            for i, (start, end) in enumerate(exposures)]
+        raise InvalidInputError(
+            f"raw-event file '{raw.path}': mode reblur needs the attributes 'exposure_start' "
+            "and 'exposure_end' on every frame under 'images'; use mode gopro (frame-centred "
+            'windows) for files without exposures'
+        )
+    return [ItemWindow(i, raw.index_at_time(start), raw.index_at_time(end)) for i, (start, end) in enumerate(exposures)]
 
 
 def time_origin(raw: RawEventH5) -> float:
@@ -80,8 +83,14 @@ def time_origin(raw: RawEventH5) -> float:
     return float(raw.events_slice(0, 1)['ts'][0]) if raw.num_events else 0.0
 
 
-def item_voxel(raw: RawEventH5, window: ItemWindow, num_bins: int = 6, keep_middle: bool = False,
-               origin: float = 0.0, noise_rng: np.random.Generator | None = None) -> np.ndarray:
+def item_voxel(
+    raw: RawEventH5,
+    window: ItemWindow,
+    num_bins: int = 6,
+    keep_middle: bool = False,
+    origin: float = 0.0,
+    noise_rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """SCER of one item's events over the full sensor, optionally with EFNet's synthetic voxel noise.
 
     Args:
@@ -97,8 +106,15 @@ def item_voxel(raw: RawEventH5, window: ItemWindow, num_bins: int = 6, keep_midd
     """
     events = raw.events_slice(window.begin, window.end)
     ts = (events['ts'] - origin).astype(np.float32)
-    voxel = events_to_scer(events['xs'], events['ys'], ts, events['ps'], num_bins=num_bins,
-                           sensor_size=raw.sensor_size, keep_middle=keep_middle)
+    voxel = events_to_scer(
+        events['xs'],
+        events['ys'],
+        ts,
+        events['ps'],
+        num_bins=num_bins,
+        sensor_size=raw.sensor_size,
+        keep_middle=keep_middle,
+    )
     return add_voxel_noise(voxel, noise_rng) if noise_rng is not None else voxel
 
 
@@ -132,9 +148,11 @@ def has_sharp_frames(raw: RawEventH5) -> bool:
     if not raw.sharp_frame_names:
         return False
     if len(raw.sharp_frame_names) != len(raw.frame_names):
-        raise InvalidInputError(f"raw-event file '{raw.path}' has {len(raw.sharp_frame_names)} frames under "
-                                f"'sharp_images' but {len(raw.frame_names)} under 'images'; expected one ground-truth "
-                                'frame per frame')
+        raise InvalidInputError(
+            f"raw-event file '{raw.path}' has {len(raw.sharp_frame_names)} frames under "
+            f"'sharp_images' but {len(raw.frame_names)} under 'images'; expected one ground-truth "
+            'frame per frame'
+        )
     return True
 
 
@@ -144,9 +162,16 @@ def count_items(raw_path: str | os.PathLike, mode: str) -> int:
         return len(item_windows(raw, mode))
 
 
-def convert_raw_to_training(raw_path: str | os.PathLike, out_path: str | os.PathLike, mode: str, num_bins: int = 6,
-                            keep_middle: bool = False, add_noise: bool = False, seed: int = 0,
-                            on_item: Callable[[], None] | None = None) -> int:
+def convert_raw_to_training(
+    raw_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    mode: str,
+    num_bins: int = 6,
+    keep_middle: bool = False,
+    add_noise: bool = False,
+    seed: int = 0,
+    on_item: Callable[[], None] | None = None,
+) -> int:
     """Convert one raw-event file into a training HDF5 file (atomically; see :mod:`basicsr.data.h5_layout`).
 
     The mask is computed from the stored (noisy, with ``add_noise``) voxel, as in the reference.
@@ -169,21 +194,29 @@ def convert_raw_to_training(raw_path: str | os.PathLike, out_path: str | os.Path
         WriteError: the output cannot be written (full disk, permissions).
     """
     if num_bins < 2 or num_bins % 2:
-        raise InvalidInputError(f'num_bins must be an even number >= 2 (SCER splits the window in two halves), got '
-                                f'{num_bins}')
+        raise InvalidInputError(
+            f'num_bins must be an even number >= 2 (SCER splits the window in two halves), got {num_bins}'
+        )
     with RawEventH5(raw_path) as raw:
         windows = item_windows(raw, mode)
         origin = time_origin(raw)
         rng = noise_generator(seed, raw_path) if add_noise else None
         has_sharp = has_sharp_frames(raw)
-        attrs = {'voxel_method': 'SCER', 'num_bins': num_bins, 'keep_middle': keep_middle, 'event_window': mode,
-                 'voxel_noise': add_noise, 'source': os.path.basename(os.fspath(raw_path))}
+        attrs = {
+            'voxel_method': 'SCER',
+            'num_bins': num_bins,
+            'keep_middle': keep_middle,
+            'event_window': mode,
+            'voxel_noise': add_noise,
+            'source': os.path.basename(os.fspath(raw_path)),
+        }
         with TrainingH5Writer(out_path, sensor_size=raw.sensor_size, attrs=attrs) as writer:
             for window in windows:
                 voxel = item_voxel(raw, window, num_bins, keep_middle, origin, rng)
                 sharp = frame_chw(raw.read_sharp_frame(window.frame_index)) if has_sharp else None
-                writer.add(frame_chw(raw.read_frame(window.frame_index)), voxel=voxel, mask=item_mask(voxel),
-                           sharp=sharp)
+                writer.add(
+                    frame_chw(raw.read_frame(window.frame_index)), voxel=voxel, mask=item_mask(voxel), sharp=sharp
+                )
                 if on_item is not None:
                     on_item()
     logger.info('%s -> %s: %d items (%s windows, %d bins)', raw_path, out_path, len(windows), mode, num_bins)

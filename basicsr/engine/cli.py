@@ -17,14 +17,29 @@ def build_arg_parser(is_train: bool) -> argparse.ArgumentParser:
         description=('Train' if is_train else 'Test') + ' a model from a YAML option file.',
     )
     parser.add_argument('-opt', '--opt', required=True, help='path to the YAML option file')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='none: one process; pytorch: torch.distributed.launch / torchrun; slurm: srun')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm'],
+        default='none',
+        help='none: one process; pytorch: torch.distributed.launch / torchrun; slurm: srun',
+    )
     parser.add_argument('--auto_resume', action='store_true', help='resume from the newest training state')
     parser.add_argument('--debug', action='store_true', help='short frequencies, debug_ name prefix')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, dest='local_rank',
-                        help='set by torch.distributed.launch; LOCAL_RANK in the environment wins')
-    parser.add_argument('--force_yml', nargs='+', default=[], metavar='a:b:c=value',
-                        help='override options; values are YAML literals, e.g. train:total_iter=100')
+    parser.add_argument(
+        '--local_rank',
+        '--local-rank',
+        type=int,
+        default=0,
+        dest='local_rank',
+        help='set by torch.distributed.launch; LOCAL_RANK in the environment wins',
+    )
+    parser.add_argument(
+        '--force_yml',
+        nargs='+',
+        default=[],
+        metavar='a:b:c=value',
+        help='override options; values are YAML literals, e.g. train:total_iter=100',
+    )
     return parser
 
 
@@ -44,8 +59,9 @@ def parse_options(is_train: bool, argv: list[str] | None = None) -> tuple[Frozen
     backend = None
     if dist:
         dist_opt = opt['dist_params']
-        backend = init_dist(args.launcher, backend=dist_opt['backend'], port=dist_opt['port'],
-                            timeout_s=dist_opt['timeout'])
+        backend = init_dist(
+            args.launcher, backend=dist_opt['backend'], port=dist_opt['port'], timeout_s=dist_opt['timeout']
+        )
     rank, world_size = get_dist_info()
     ctx = RunContext(
         opt_path=Path(args.opt),

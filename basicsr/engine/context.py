@@ -84,7 +84,10 @@ def resolve_device(opt: FrozenDict, local_rank: int, dist: bool) -> torch.device
         return torch.device('cpu')
     if not torch.cuda.is_available():
         if num_gpu != 'auto':
-            logger.warning('num_gpu is %s but no CUDA device is available: running on the CPU '
-                           '(set num_gpu: 0 or auto to silence this).', num_gpu)
+            logger.warning(
+                'num_gpu is %s but no CUDA device is available: running on the CPU '
+                '(set num_gpu: 0 or auto to silence this).',
+                num_gpu,
+            )
         return torch.device('cpu')
     return torch.device('cuda', local_rank if dist else 0)

@@ -101,15 +101,17 @@ class EventSource:
         """Raise InvalidInputError if a frame of (H, W) ``frame_size`` does not fit these events."""
         if self.states_sensor_size and tuple(frame_size) != tuple(self.sensor_size):
             raise InvalidInputError(
-                f'image {label} is {frame_size[1]}x{frame_size[0]} (WxH) but the events file \'{self.path}\' is from a '
+                f"image {label} is {frame_size[1]}x{frame_size[0]} (WxH) but the events file '{self.path}' is from a "
                 f'{self.sensor_size[1]}x{self.sensor_size[0]} sensor; use the frames of the same camera, at full '
-                'sensor resolution (no crop or resize)')
+                'sensor resolution (no crop or resize)'
+            )
         recording = self.recording
         if recording.num_events and (recording.xs.max() >= frame_size[1] or recording.ys.max() >= frame_size[0]):
             raise InvalidInputError(
                 f"events in '{self.path}' lie outside image {label}: x up to {int(recording.xs.max())}, y up to "
                 f'{int(recording.ys.max())}, but the image is {frame_size[1]}x{frame_size[0]} (WxH); use the '
-                'events of the camera that took the image')
+                'events of the camera that took the image'
+            )
 
 
 def read_frame_image(path: Path) -> np.ndarray:
@@ -128,16 +130,22 @@ def read_frame_image(path: Path) -> np.ndarray:
     finally:
         cv2.utils.logging.setLogLevel(previous)
     if image is None:
-        raise InvalidInputError(f"image file '{path}' cannot be read as an image (not an image, truncated, or a "
-                                'format OpenCV cannot decode); give a PNG or JPEG file')
+        raise InvalidInputError(
+            f"image file '{path}' cannot be read as an image (not an image, truncated, or a "
+            'format OpenCV cannot decode); give a PNG or JPEG file'
+        )
     if image.dtype != np.uint8:
-        raise InvalidInputError(f"image file '{path}' has {image.dtype} pixels; the network takes 8-bit frames: save "
-                                'it as an 8-bit PNG or JPEG')
+        raise InvalidInputError(
+            f"image file '{path}' has {image.dtype} pixels; the network takes 8-bit frames: save "
+            'it as an 8-bit PNG or JPEG'
+        )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] != 3:
-        raise InvalidInputError(f"image file '{path}' has {image.shape[2]} channels; expected 3 (colour) or 1 "
-                                '(grey). Remove the alpha channel (save it as RGB/BGR without transparency)')
+        raise InvalidInputError(
+            f"image file '{path}' has {image.shape[2]} channels; expected 3 (colour) or 1 "
+            '(grey). Remove the alpha channel (save it as RGB/BGR without transparency)'
+        )
     return image
 
 
@@ -151,8 +159,9 @@ def single_frame_job(image: Path, exposure: tuple[float, float], output_name: st
     return FrameJob(0, output_name, f"'{image}'", exposure, path=image)
 
 
-def folder_jobs(folder: Path, time_unit: str, sidecar: Path | None = None, exposure_time: float | None = None,
-                sync: str = 'mid') -> list[FrameJob]:
+def folder_jobs(
+    folder: Path, time_unit: str, sidecar: Path | None = None, exposure_time: float | None = None, sync: str = 'mid'
+) -> list[FrameJob]:
     """The jobs of a folder of images, in time order; each output is named like its image, as PNG.
 
     Windows come from ``sidecar`` (default ``<folder>/exposures.txt`` when it exists; lines ``name start end``
@@ -172,8 +181,10 @@ def folder_jobs(folder: Path, time_unit: str, sidecar: Path | None = None, expos
     else:
         windows = timestamp_windows(folder, time_unit, exposure_time, sync)
     ordered = sorted(windows.items(), key=lambda item: (item[1][0], item[0]))
-    return [FrameJob(i, Path(name).stem + '.png', f"'{folder / name}'", window, path=folder / name)
-            for i, (name, window) in enumerate(ordered)]
+    return [
+        FrameJob(i, Path(name).stem + '.png', f"'{folder / name}'", window, path=folder / name)
+        for i, (name, window) in enumerate(ordered)
+    ]
 
 
 def read_sidecar(sidecar: Path, folder: Path, time_unit: str) -> dict[str, tuple[float, float]]:
@@ -189,8 +200,9 @@ def read_sidecar(sidecar: Path, folder: Path, time_unit: str) -> dict[str, tuple
         try:
             name, start, end = fields[0], float(fields[1]), float(fields[2])
         except (IndexError, ValueError):
-            raise InvalidInputError(f'{where}: expected "name start end" (e.g. "frame_0001.png 0.010 0.035"), found '
-                                    f'{line.strip()!r}') from None
+            raise InvalidInputError(
+                f'{where}: expected "name start end" (e.g. "frame_0001.png 0.010 0.035"), found {line.strip()!r}'
+            ) from None
         if not end > start:
             raise InvalidInputError(f'{where}: the exposure end {end} must be after its start {start}')
         if not (folder / name).is_file():
@@ -201,24 +213,29 @@ def read_sidecar(sidecar: Path, folder: Path, time_unit: str) -> dict[str, tuple
     return windows
 
 
-def timestamp_windows(folder: Path, time_unit: str, exposure_time: float | None,
-                      sync: str) -> dict[str, tuple[float, float]]:
+def timestamp_windows(
+    folder: Path, time_unit: str, exposure_time: float | None, sync: str
+) -> dict[str, tuple[float, float]]:
     """``{image name: (start, end) seconds}`` for images named by their timestamp (see :func:`folder_jobs`)."""
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not names:
         raise InvalidInputError(f"image folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     if exposure_time is None or not exposure_time > 0:
-        raise InvalidInputError(f"image folder '{folder}' has no {SIDECAR_NAME}: give --exposure_time (> 0, in "
-                                f'--time_unit) for frames named by their timestamp, or an exposure file (--sidecar)')
+        raise InvalidInputError(
+            f"image folder '{folder}' has no {SIDECAR_NAME}: give --exposure_time (> 0, in "
+            f'--time_unit) for frames named by their timestamp, or an exposure file (--sidecar)'
+        )
     exposure = seconds(exposure_time, time_unit)
     windows = {}
     for name in names:
         try:
             stamp = seconds(float(Path(name).stem), time_unit)
         except ValueError:
-            raise InvalidInputError(f"image '{folder / name}' is not named by its timestamp (e.g. "
-                                    f"'1589163147368868.png' with --time_unit us); rename the frames or list their "
-                                    f'exposure windows in {folder / SIDECAR_NAME} (lines: name start end)') from None
+            raise InvalidInputError(
+                f"image '{folder / name}' is not named by its timestamp (e.g. "
+                f"'1589163147368868.png' with --time_unit us); rename the frames or list their "
+                f'exposure windows in {folder / SIDECAR_NAME} (lines: name start end)'
+            ) from None
         start = stamp if sync == 'start' else stamp - exposure / 2
         windows[name] = (start, start + exposure)
     return windows
@@ -234,16 +251,28 @@ def recording_jobs(source: EventSource) -> list[FrameJob]:
     """
     recording = source.recording
     if recording.frames is None or len(recording.frames) == 0:
-        raise InvalidInputError(f"recording '{source.path}' has no frames; deblurring needs the camera's frames "
-                                '(APS frames of a DAVIS); for separate images use --image with --events')
+        raise InvalidInputError(
+            f"recording '{source.path}' has no frames; deblurring needs the camera's frames "
+            '(APS frames of a DAVIS); for separate images use --image with --events'
+        )
     if recording.exposure_start is None or recording.exposure_end is None:
-        raise InvalidInputError(f"recording '{source.path}' has no exposure windows for its frames; use --image DIR "
-                                'with --events and an exposure file instead')
+        raise InvalidInputError(
+            f"recording '{source.path}' has no exposure windows for its frames; use --image DIR "
+            'with --events and an exposure file instead'
+        )
     frames = recording.frames[..., :3] if recording.frames.ndim == 4 else recording.frames
     jobs = []
-    for i, (stamp, start, end) in enumerate(zip(recording.frame_timestamps, recording.exposure_start,
-                                                recording.exposure_end, strict=True)):
+    for i, (stamp, start, end) in enumerate(
+        zip(recording.frame_timestamps, recording.exposure_start, recording.exposure_end, strict=True)
+    ):
         microseconds = math.floor(stamp * 1e6 + 0.5)
-        jobs.append(FrameJob(i, f'{i:06d}_{microseconds}.png', f'{i} (t = {microseconds} µs)',
-                             (float(start), float(end)), image=frames[i]))
+        jobs.append(
+            FrameJob(
+                i,
+                f'{i:06d}_{microseconds}.png',
+                f'{i} (t = {microseconds} µs)',
+                (float(start), float(end)),
+                image=frames[i],
+            )
+        )
     return jobs

@@ -103,8 +103,9 @@ class DeblurredFrame:
     active_pixels: int
 
 
-def event_input(events: Mapping[str, np.ndarray], sensor_size: tuple[int, int],
-                settings: EventSettings) -> NetworkInput:
+def event_input(
+    events: Mapping[str, np.ndarray], sensor_size: tuple[int, int], settings: EventSettings
+) -> NetworkInput:
     """SCER, normalisation and mask of one window's events.
 
     Args:
@@ -114,8 +115,15 @@ def event_input(events: Mapping[str, np.ndarray], sensor_size: tuple[int, int],
     """
     ts = events['ts']
     relative = (ts - ts[0]).astype(np.float32) if ts.size else ts.astype(np.float32)
-    counts = events_to_scer(events['xs'], events['ys'], relative, events['ps'], num_bins=settings.num_bins,
-                            sensor_size=sensor_size, keep_middle=settings.keep_middle)
+    counts = events_to_scer(
+        events['xs'],
+        events['ys'],
+        relative,
+        events['ps'],
+        num_bins=settings.num_bins,
+        sensor_size=sensor_size,
+        keep_middle=settings.keep_middle,
+    )
     if settings.voxel_norm == 'robust':
         voxel = normalize_robust(counts, settings.robust_percentiles)
     else:
@@ -125,8 +133,7 @@ def event_input(events: Mapping[str, np.ndarray], sensor_size: tuple[int, int],
     return NetworkInput(voxel, mask, counts)
 
 
-def network_options(state_dict: Mapping[str, torch.Tensor], network_g: Mapping[str, Any] | None,
-                    weights: str) -> dict:
+def network_options(state_dict: Mapping[str, torch.Tensor], network_g: Mapping[str, Any] | None, weights: str) -> dict:
     """EFNet's constructor arguments: the shapes of ``state_dict``, plus ``relu_slope`` and
     ``fuse_before_downsample`` from an option file's ``network_g`` (whose shape settings must agree)."""
     options = efnet_options_from_state_dict(state_dict)
@@ -134,16 +141,19 @@ def network_options(state_dict: Mapping[str, torch.Tensor], network_g: Mapping[s
         return options
     unknown = sorted(set(network_g) - set(_NETWORK_KEYS))
     if unknown:
-        raise InvalidInputError(f"network_g has unknown keys {', '.join(unknown)} for EFNet (known: "
-                                f"{', '.join(_NETWORK_KEYS)})")
+        raise InvalidInputError(
+            f'network_g has unknown keys {", ".join(unknown)} for EFNet (known: {", ".join(_NETWORK_KEYS)})'
+        )
     if network_g.get('type', 'EFNet') != 'EFNet':
-        raise InvalidInputError(f"network_g.type is {network_g['type']!r}; deblur.py runs EFNet")
+        raise InvalidInputError(f'network_g.type is {network_g["type"]!r}; deblur.py runs EFNet')
     for key in _SHAPE_SETTINGS:
         given = network_g.get(key)
         expected = options[key]
-        if given is not None and (tuple(given[:options['depth']]) if key == 'num_heads' else given) != expected:
-            raise InvalidInputError(f"network_g.{key} is {given!r} but the weights '{weights}' have {key} = "
-                                    f'{expected!r} (read from their shapes); remove the key or use matching weights')
+        if given is not None and (tuple(given[: options['depth']]) if key == 'num_heads' else given) != expected:
+            raise InvalidInputError(
+                f"network_g.{key} is {given!r} but the weights '{weights}' have {key} = "
+                f'{expected!r} (read from their shapes); remove the key or use matching weights'
+            )
     for key in ('relu_slope', 'fuse_before_downsample'):
         if key in network_g:
             options[key] = network_g[key]
@@ -160,15 +170,17 @@ def read_network_g(option_file: str | os.PathLike) -> dict:
         raise InvalidInputError(str(error)) from error
     section = tree.get('network_g') if isinstance(tree, Mapping) else None
     if not isinstance(section, Mapping):
-        raise InvalidInputError(f"option file '{option_file}' has no network_g section; give the option file the "
-                                'weights were trained with (only its network_g section is read)')
+        raise InvalidInputError(
+            f"option file '{option_file}' has no network_g section; give the option file the "
+            'weights were trained with (only its network_g section is read)'
+        )
     return dict(section)
 
 
 def resolve_device(name: str) -> torch.device:
     """'auto' (CUDA when available), 'cpu' or 'cuda' as a torch device."""
     if name not in DEVICES:
-        raise InvalidInputError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+        raise InvalidInputError(f'device must be one of {", ".join(DEVICES)}, got {name!r}')
     if name == 'cuda' and not torch.cuda.is_available():
         raise InvalidInputError('--device cuda was asked for, but torch sees no CUDA device; use --device cpu')
     if name == 'auto':
@@ -201,11 +213,21 @@ class Deblurrer:
         MissingInputError / InvalidInputError: missing, unreadable or non-EFNet weights; bad settings.
     """
 
-    def __init__(self, weights: str | os.PathLike, *, param_key: str = 'params',
-                 network_g: Mapping[str, Any] | None = None, device: str = 'auto', amp: str = 'auto',
-                 channels_last: str = 'auto', tile: int | None = None, tile_overlap: int = 32,
-                 voxel_norm: str = 'max_abs', robust_percentiles: Sequence[float] = (35, 65),
-                 mask: str = 'closing') -> None:
+    def __init__(
+        self,
+        weights: str | os.PathLike,
+        *,
+        param_key: str = 'params',
+        network_g: Mapping[str, Any] | None = None,
+        device: str = 'auto',
+        amp: str = 'auto',
+        channels_last: str = 'auto',
+        tile: int | None = None,
+        tile_overlap: int = 32,
+        voxel_norm: str = 'max_abs',
+        robust_percentiles: Sequence[float] = (35, 65),
+        mask: str = 'closing',
+    ) -> None:
         _check_choice('voxel_norm', voxel_norm, VOXEL_NORMS)
         _check_choice('mask', mask, MASK_MODES)
         _check_choice('amp', amp, AMP_MODES)
@@ -219,8 +241,9 @@ class Deblurrer:
         logger.info(self.perf.describe())
         self.tile, self.tile_overlap = tile, tile_overlap
         self.options = network_options(_read_weights(weights, param_key), network_g, os.fspath(weights))
-        self.events = EventSettings.for_channels(self.options['ev_chn'], voxel_norm=voxel_norm,
-                                                 robust_percentiles=tuple(robust_percentiles), mask=mask)
+        self.events = EventSettings.for_channels(
+            self.options['ev_chn'], voxel_norm=voxel_norm, robust_percentiles=tuple(robust_percentiles), mask=mask
+        )
         try:
             network = EFNet(**self.options)
             load_network(network, weights, strict=True, param_key=param_key)
@@ -229,9 +252,15 @@ class Deblurrer:
             raise InvalidInputError(str(error)) from error
         except ValueError as error:  # the network's or the device's settings
             raise InvalidInputError(f"cannot run the weights '{weights}': {error}") from error
-        logger.info('EFNet %s from %s; events: %d SCER bins%s, %s normalisation, %s mask', self.options, weights,
-                    self.events.num_bins, ' + middle channel' if self.events.keep_middle else '',
-                    self.events.voxel_norm, self.events.mask)
+        logger.info(
+            'EFNet %s from %s; events: %d SCER bins%s, %s normalisation, %s mask',
+            self.options,
+            weights,
+            self.events.num_bins,
+            ' + middle channel' if self.events.keep_middle else '',
+            self.events.voxel_norm,
+            self.events.mask,
+        )
 
     def __call__(self, frame: np.ndarray, events: Mapping[str, np.ndarray]) -> np.ndarray:
         """The deblurred frame (see :meth:`deblur`)."""
@@ -262,19 +291,28 @@ class Deblurrer:
         colour = frame if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=2)
         output = self._forward(colour, prepared)
         image = output if frame.ndim == 3 else _grey(output)
-        touched = np.count_nonzero(np.bincount(events['ys'].astype(np.int64) * width + events['xs'],
-                                               minlength=height * width)) if len(events['ts']) else 0
+        touched = (
+            np.count_nonzero(
+                np.bincount(events['ys'].astype(np.int64) * width + events['xs'], minlength=height * width)
+            )
+            if len(events['ts'])
+            else 0
+        )
         return DeblurredFrame(image, prepared.counts, int(len(events['ts'])), int(touched))
 
     @torch.inference_mode()
     def _forward(self, frame: np.ndarray, prepared: NetworkInput) -> np.ndarray:
         """(H, W, 3) uint8 frame + event input -> (H, W, 3) uint8 output of the last stage."""
+
         def tensor(array: np.ndarray) -> torch.Tensor:
             return to_memory_format(torch.from_numpy(array)[None].to(self.device), self.perf)
 
         mask = None if prepared.mask is None else tensor((prepared.mask[None] > 0).astype(np.float32))
-        inputs = [tensor(np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32) / 255),
-                  tensor(prepared.voxel), mask]
+        inputs = [
+            tensor(np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32) / 255),
+            tensor(prepared.voxel),
+            mask,
+        ]
 
         def forward(frame: torch.Tensor, voxel: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
             with autocast(self.perf):
@@ -290,19 +328,22 @@ class Deblurrer:
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise InvalidInputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise InvalidInputError(f'{name} must be one of {", ".join(choices)}, got {value!r}')
 
 
 def _read_weights(weights: str | os.PathLike, param_key: str) -> dict[str, torch.Tensor]:
     try:
         return read_state_dict(weights, param_key)
     except FileNotFoundError as error:
-        raise MissingInputError(f"weights file '{os.fspath(weights)}' does not exist; give the checkpoint of a "
-                                'trained EFNet (--weights), e.g. EFNet-GoPro.pth or experiments/<name>/models/'
-                                'net_g_latest.pth') from error
+        raise MissingInputError(
+            f"weights file '{os.fspath(weights)}' does not exist; give the checkpoint of a "
+            'trained EFNet (--weights), e.g. EFNet-GoPro.pth or experiments/<name>/models/'
+            'net_g_latest.pth'
+        ) from error
     except CheckpointError as error:
-        raise InvalidInputError(f'{error} (on the command line: --param_key)' if 'param_key' in str(error)
-                                else str(error)) from error
+        raise InvalidInputError(
+            f'{error} (on the command line: --param_key)' if 'param_key' in str(error) else str(error)
+        ) from error
 
 
 def _checked_frame(frame: np.ndarray) -> np.ndarray:
@@ -310,15 +351,17 @@ def _checked_frame(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
     if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3):
-        raise InvalidInputError(f'a frame must be (H, W) grey or (H, W, 3) colour uint8, got shape {frame.shape} '
-                                f'{frame.dtype}; drop an alpha channel and convert 16-bit frames to 8-bit')
+        raise InvalidInputError(
+            f'a frame must be (H, W) grey or (H, W, 3) colour uint8, got shape {frame.shape} '
+            f'{frame.dtype}; drop an alpha channel and convert 16-bit frames to 8-bit'
+        )
     return frame
 
 
 def _checked_events(events: Mapping[str, Any]) -> dict[str, np.ndarray]:
     missing = [key for key in ('xs', 'ys', 'ts', 'ps') if key not in events]
     if missing:
-        raise InvalidInputError(f"events must be a mapping with keys xs, ys, ts, ps; missing {', '.join(missing)}")
+        raise InvalidInputError(f'events must be a mapping with keys xs, ys, ts, ps; missing {", ".join(missing)}')
     return {key: np.asarray(events[key]) for key in ('xs', 'ys', 'ts', 'ps')}
 
 
@@ -343,6 +386,7 @@ def event_picture(counts: np.ndarray) -> np.ndarray:
 
 def side_by_side(frame: np.ndarray, result: DeblurredFrame) -> np.ndarray:
     """(H, 3W, 3) BGR uint8: blurry | events | deblurred."""
+
     def bgr(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
 
@@ -367,11 +411,14 @@ class VideoWriter:
     def add(self, panel: np.ndarray) -> None:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps,
-                                           (panel.shape[1], panel.shape[0]))
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps, (panel.shape[1], panel.shape[0])
+            )
             if not self._writer.isOpened():
-                raise WriteError(f"cannot write the video '{self.path}' (OpenCV has no mp4v encoder here, or the "
-                                 'folder is not writable); use a .mp4 or .avi name in a writable folder')
+                raise WriteError(
+                    f"cannot write the video '{self.path}' (OpenCV has no mp4v encoder here, or the "
+                    'folder is not writable); use a .mp4 or .avi name in a writable folder'
+                )
         self._writer.write(panel)
 
     def close(self) -> None:
@@ -388,18 +435,22 @@ def write_image(image: np.ndarray, path: Path) -> None:
             raise ValueError('encoding failed')
         encoded.tofile(str(path))
     except (OSError, ValueError, cv2.error) as error:
-        raise WriteError(f"cannot write '{path}' ({error}); give a writable path ending in .png, .jpg, .bmp or "
-                         '.tif') from error
+        raise WriteError(
+            f"cannot write '{path}' ({error}); give a writable path ending in .png, .jpg, .bmp or .tif"
+        ) from error
 
 
-def sparse_window_warning(label: str, result: DeblurredFrame, window: tuple[float, float],
-                          num_pixels: int) -> str | None:
+def sparse_window_warning(
+    label: str, result: DeblurredFrame, window: tuple[float, float], num_pixels: int
+) -> str | None:
     """The warning for a window whose events touch fewer than 0.1 % of the pixels, else None."""
     if result.active_pixels >= SPARSE_FRACTION * num_pixels:
         return None
-    return (f'frame {label}: {result.num_events} events touching {result.active_pixels} of {num_pixels} pixels '
-            f'({100 * result.active_pixels / num_pixels:.3f} %) in its exposure window [{window[0]:.6f}, '
-            f'{window[1]:.6f}) s: the output stays close to the input')
+    return (
+        f'frame {label}: {result.num_events} events touching {result.active_pixels} of {num_pixels} pixels '
+        f'({100 * result.active_pixels / num_pixels:.3f} %) in its exposure window [{window[0]:.6f}, '
+        f'{window[1]:.6f}) s: the output stays close to the input'
+    )
 
 
 @dataclass
@@ -418,8 +469,9 @@ class RunOutputs:
         return self.single if self.single is not None else self.folder / name
 
 
-def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[FrameJob], source: EventSource, outputs: RunOutputs,
-                strict_windows: bool) -> int:
+def deblur_jobs(
+    deblurrer: Deblurrer, jobs: Sequence[FrameJob], source: EventSource, outputs: RunOutputs, strict_windows: bool
+) -> int:
     """Deblur every job, write its outputs, warn about empty or sparse windows; returns the frames written.
 
     Args:
@@ -462,12 +514,22 @@ def deblur_jobs(deblurrer: Deblurrer, jobs: Sequence[FrameJob], source: EventSou
             video.close()
     elapsed = time.perf_counter() - start
     if len(sparse) > LISTED_WARNINGS:
-        logger.warning('%d of %d frames have exposure windows whose events touch under %.1f %% of the pixels (the '
-                       'first %d are listed above; also frames %s): their outputs stay close to their inputs',
-                       len(sparse), len(jobs), 100 * SPARSE_FRACTION, LISTED_WARNINGS,
-                       ', '.join(label.split(' ')[0] for label in sparse[LISTED_WARNINGS:]))
-    logger.info('Deblurred %d frame(s) in %.1f s (%.2f frames/s) on %s', len(jobs), elapsed,
-                len(jobs) / max(elapsed, 1e-9), deblurrer.device)
+        logger.warning(
+            '%d of %d frames have exposure windows whose events touch under %.1f %% of the pixels (the '
+            'first %d are listed above; also frames %s): their outputs stay close to their inputs',
+            len(sparse),
+            len(jobs),
+            100 * SPARSE_FRACTION,
+            LISTED_WARNINGS,
+            ', '.join(label.split(' ')[0] for label in sparse[LISTED_WARNINGS:]),
+        )
+    logger.info(
+        'Deblurred %d frame(s) in %.1f s (%.2f frames/s) on %s',
+        len(jobs),
+        elapsed,
+        len(jobs) / max(elapsed, 1e-9),
+        deblurrer.device,
+    )
     if sheet:
         write_image(np.concatenate(sheet, axis=0), outputs.contact_sheet)
     return len(jobs)
@@ -483,8 +545,10 @@ def _check_window(job: FrameJob, source: EventSource, num_events: int, strict: b
         return
     start, end = job.window
     where = 'outside the events' if not source.covers(start, end) else 'without events'
-    message = (f"frame {job.label}: its exposure window [{start:.6f}, {end:.6f}) s is {where} (the events of "
-               f"'{source.path}' span {source.time_range()})")
+    message = (
+        f'frame {job.label}: its exposure window [{start:.6f}, {end:.6f}) s is {where} (the events of '
+        f"'{source.path}' span {source.time_range()})"
+    )
     if strict:
         raise InvalidInputError(message + '; give --exposure T0 T1 in the clock of the events file, in --time_unit')
     logger.warning('%s; written with no events, so the output stays close to the input', message)

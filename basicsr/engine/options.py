@@ -37,6 +37,8 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGIST
 
 class OptionsError(InvalidInputError):
     """An option file (or an override) that cannot be used; the message lists every problem."""
+
+
 # ----------------------------------------------------------------------------------------------
 # YAML loading
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +52,9 @@ class _OptionLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f'duplicated key {key!r} (first at line {seen[key].start_mark.line + 1})',
+                    None,
+                    None,
+                    f'duplicated key {key!r} (first at line {seen[key].start_mark.line + 1})',
                     key_node.start_mark,
                 )
             seen[key] = key_node
@@ -58,11 +62,11 @@ class _OptionLoader(yaml.SafeLoader):
 
 
 _FLOAT_PATTERN = re.compile(
-    r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$''',
+    |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
 _OptionLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -135,16 +139,25 @@ DATASET_COMMON_KEYS = {
     'num_worker_per_gpu': Key(int, default=0, check=_non_negative, doc='data loader workers per process'),
     'batch_size_per_gpu': Key(int, default=1, check=_positive, doc='batch size per process'),
     'dataset_enlarge_ratio': Key(int, default=1, check=_positive, doc='repeat the training set per epoch'),
-    'prefetch_mode': Key((str, None), default='auto', choices=('auto', 'cpu', 'cuda'),
-                         doc='training: auto (cuda on a GPU, else null), cpu (a thread loads ahead), cuda (copies '
-                             'on a side stream) or null'),
+    'prefetch_mode': Key(
+        (str, None),
+        default='auto',
+        choices=('auto', 'cpu', 'cuda'),
+        doc='training: auto (cuda on a GPU, else null), cpu (a thread loads ahead), cuda (copies '
+        'on a side stream) or null',
+    ),
     'num_prefetch_queue': Key(int, default=2, check=_positive, doc='batches the cpu prefetch thread loads ahead'),
     'pin_memory': Key((bool, str), default='auto', check=_auto_or_bool, doc='auto: on when training on CUDA'),
-    'persistent_workers': Key((bool, str), default='auto', check=_auto_or_bool,
-                              doc='keep the loader workers between epochs (auto: on)'),
-    'eval_rows': Key((int, None), default=None, check=_positive,
-                     doc='evaluate only the first N rows of each frame (REBlur: 256); null = all rows, or 256 when '
-                         'the top-level dataset_name is REBlur'),
+    'persistent_workers': Key(
+        (bool, str), default='auto', check=_auto_or_bool, doc='keep the loader workers between epochs (auto: on)'
+    ),
+    'eval_rows': Key(
+        (int, None),
+        default=None,
+        check=_positive,
+        doc='evaluate only the first N rows of each frame (REBlur: 256); null = all rows, or 256 when '
+        'the top-level dataset_name is REBlur',
+    ),
 }
 """Keys every data set entry takes besides its own: how the engine loads and evaluates it."""
 
@@ -161,13 +174,17 @@ def top_level_schema(model_cls: type | None) -> Section:
     return Section(
         {
             'name': Key(str, required=True, doc='experiment name; folders experiments/<name>, results/<name>'),
-            'model_type': Key(str, required=True, check=_registered(MODEL_REGISTRY),
-                              doc='e.g. ImageEventRestorationModel'),
+            'model_type': Key(
+                str, required=True, check=_registered(MODEL_REGISTRY), doc='e.g. ImageEventRestorationModel'
+            ),
             'scale': Key(int, default=1, doc='kept for BasicSR compatibility; deblurring is scale 1'),
             'num_gpu': Key((int, str), default='auto', check=_num_gpu, doc="'auto', 0 for CPU, or the GPU count"),
             'manual_seed': Key((int, None), default=None, doc='random seed (each process adds its rank)'),
-            'dataset_name': Key((str, None), default=None,
-                                doc='GoPro, REBlur, ...; REBlur: evaluation sets without eval_rows use 256 rows'),
+            'dataset_name': Key(
+                (str, None),
+                default=None,
+                doc='GoPro, REBlur, ...; REBlur: evaluation sets without eval_rows use 256 rows',
+            ),
             'datasets': MapOf(
                 Component(DATASET_REGISTRY, common=DATASET_COMMON_KEYS),
                 doc='train / val / test (and val_2, test_2, ...) data sets',
@@ -177,9 +194,12 @@ def top_level_schema(model_cls: type | None) -> Section:
                 {
                     'pretrain_network_g': Key((str, None), default=None, doc='checkpoint to start from / to test'),
                     'strict_load_g': Key(bool, default=True),
-                    'param_key_g': Key((str, None), default=None,
-                                       doc='checkpoint entry to load: params (default) or params_ema; a bare state '
-                                           'dict is read as it is'),
+                    'param_key_g': Key(
+                        (str, None),
+                        default=None,
+                        doc='checkpoint entry to load: params (default) or params_ema; a bare state '
+                        'dict is read as it is',
+                    ),
                     'param_key': Key((str, None), default=None, doc="the EFNet reference's name of param_key_g"),
                     'resume_state': Key((str, None), default=None, doc='a training_states/<iter>.state file'),
                     'training_states': Key((str, None), default=None, doc='accepted for compatibility; derived'),
@@ -193,22 +213,32 @@ def top_level_schema(model_cls: type | None) -> Section:
                 {
                     'print_freq': Key(int, default=100, check=_positive),
                     'save_checkpoint_freq': Key(int, default=5000, check=_positive),
-                    'keep_checkpoints': Key((int, None), default=None, check=_positive,
-                                            doc='keep the newest N net_g_<iter>.pth and training states; null = '
-                                                'all (net_g_latest.pth and the state resumed from are kept)'),
+                    'keep_checkpoints': Key(
+                        (int, None),
+                        default=None,
+                        check=_positive,
+                        doc='keep the newest N net_g_<iter>.pth and training states; null = '
+                        'all (net_g_latest.pth and the state resumed from are kept)',
+                    ),
                     'use_tb_logger': Key(bool, default=True),
-                    'wandb': Section({'project': Key((str, None), default=None),
-                                      'resume_id': Key((str, None), default=None)}),
+                    'wandb': Section(
+                        {'project': Key((str, None), default=None), 'resume_id': Key((str, None), default=None)}
+                    ),
                 }
             ),
             'dist_params': Section(
                 {
-                    'backend': Key(str, default='nccl', choices=('nccl', 'gloo'),
-                                   doc='used with CUDA; CPU runs use gloo'),
+                    'backend': Key(
+                        str, default='nccl', choices=('nccl', 'gloo'), doc='used with CUDA; CPU runs use gloo'
+                    ),
                     'port': Key(int, default=29500),
-                    'timeout': Key(float, default=DEFAULT_TIMEOUT_S, check=_positive,
-                                   doc='seconds a collective may wait for the other ranks; a rank silent for half '
-                                       'of it ends the job'),
+                    'timeout': Key(
+                        float,
+                        default=DEFAULT_TIMEOUT_S,
+                        check=_positive,
+                        doc='seconds a collective may wait for the other ranks; a rank silent for half '
+                        'of it ends the job',
+                    ),
                 }
             ),
             'performance': PERFORMANCE_SCHEMA,
@@ -219,8 +249,9 @@ def top_level_schema(model_cls: type | None) -> Section:
 
 def _path_rules(path: dict) -> list[tuple[str, str]]:
     if path['param_key_g'] and path['param_key'] and path['param_key_g'] != path['param_key']:
-        return [('param_key', f"is {path['param_key']!r} but path.param_key_g is {path['param_key_g']!r}; set one "
-                 'of them')]
+        return [
+            ('param_key', f'is {path["param_key"]!r} but path.param_key_g is {path["param_key_g"]!r}; set one of them')
+        ]
     return []
 
 
@@ -249,8 +280,12 @@ def _run_problems(opt: dict, is_train: bool, model_cls: type | None) -> list[Pro
     datasets = opt.get('datasets') or {}
     for key in datasets:
         if phase_of(key) is None:
-            problems.append(Problem(f'datasets.{key}', 'data set keys must be train, val or test, or start with '
-                                    "'val_' / 'test_' (e.g. val_2)"))
+            problems.append(
+                Problem(
+                    f'datasets.{key}',
+                    "data set keys must be train, val or test, or start with 'val_' / 'test_' (e.g. val_2)",
+                )
+            )
     if is_train:
         if 'train' not in datasets:
             problems.append(Problem('datasets.train', 'training needs a datasets.train section'))
@@ -302,8 +337,12 @@ def apply_overrides(tree: Any, overrides: list[str], source: str) -> dict:
     return tree
 
 
-DEBUG_OVERRIDES = ('val:val_freq=8', 'logger:print_freq=1', 'logger:save_checkpoint_freq=8',
-                   'logger:use_tb_logger=false')
+DEBUG_OVERRIDES = (
+    'val:val_freq=8',
+    'logger:print_freq=1',
+    'logger:save_checkpoint_freq=8',
+    'logger:use_tb_logger=false',
+)
 
 
 def load_options(
@@ -328,8 +367,9 @@ def load_options(
     source = str(path)
     tree = load_yaml(path)
     if not isinstance(tree, dict):
-        raise OptionsError(f"Option file '{source}' must hold a mapping of keys at the top level, got "
-                           f'{type(tree).__name__}.')
+        raise OptionsError(
+            f"Option file '{source}' must hold a mapping of keys at the top level, got {type(tree).__name__}."
+        )
     tree = apply_overrides(tree, list(overrides), source)
     name = tree.get('name')
     if debug or (isinstance(name, str) and 'debug' in name):

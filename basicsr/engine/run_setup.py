@@ -84,8 +84,12 @@ def start_logging(opt: FrozenDict, ctx: RunContext) -> logging.Logger:
     logger.info('Command: %s', ' '.join(sys.argv))
     logger.info('Launcher %s, rank %d of %d, device %s', ctx.launcher, ctx.rank, ctx.world_size, ctx.device)
     if ctx.backend is not None:
-        logger.info('Distributed: backend %s, %d processes, timeout %s s', ctx.backend, ctx.world_size,
-                    opt['dist_params']['timeout'])
+        logger.info(
+            'Distributed: backend %s, %d processes, timeout %s s',
+            ctx.backend,
+            ctx.world_size,
+            opt['dist_params']['timeout'],
+        )
     logger.info('Options (%s, resolved):\n%s', ctx.opt_path, dump_options(opt))
     return logger
 
@@ -105,7 +109,7 @@ def attach_log_file(opt: FrozenDict, ctx: RunContext) -> None:
     if not ctx.is_main:
         return
     phase = 'train' if ctx.is_train else 'test'
-    log_file = ctx.paths.log / f"{phase}_{opt['name']}_{get_time_str()}.log"
+    log_file = ctx.paths.log / f'{phase}_{opt["name"]}_{get_time_str()}.log'
     root = get_root_logger(log_file=log_file)
     file_handler = next(h for h in root.handlers if isinstance(h, logging.FileHandler))
     for buffer in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
@@ -161,9 +165,16 @@ def fit_loader_workers(requested: int, cores: int, option: str) -> int:
     step's tenths of a second on the CPU, so workers beyond that only steal cores from the compute."""
     fitted = min(requested, cores - 1)
     if fitted < requested:
-        logger.warning('%s: %d loader workers per process on %d CPU core(s) per process would leave no core for '
-                       'the compute; using %d (set %s: %d or less to silence this).', option, requested, cores,
-                       fitted, option, fitted)
+        logger.warning(
+            '%s: %d loader workers per process on %d CPU core(s) per process would leave no core for '
+            'the compute; using %d (set %s: %d or less to silence this).',
+            option,
+            requested,
+            cores,
+            fitted,
+            option,
+            fitted,
+        )
     return fitted
 
 
@@ -172,13 +183,18 @@ def size_compute_threads(cores: int, loader_workers: int) -> int:
     an ``OMP_NUM_THREADS`` in the environment wins. Returns the threads in use."""
     if 'OMP_NUM_THREADS' in os.environ:
         threads = torch.get_num_threads()
-        logger.info('Threads: %d compute threads (OMP_NUM_THREADS), %d loader workers, %d CPU core(s) per process.',
-                    threads, loader_workers, cores)
+        logger.info(
+            'Threads: %d compute threads (OMP_NUM_THREADS), %d loader workers, %d CPU core(s) per process.',
+            threads,
+            loader_workers,
+            cores,
+        )
         return threads
     threads = max(1, cores - loader_workers)
     torch.set_num_threads(threads)
-    logger.info('Threads: %d compute threads + %d loader workers on %d CPU core(s) per process.', threads,
-                loader_workers, cores)
+    logger.info(
+        'Threads: %d compute threads + %d loader workers on %d CPU core(s) per process.', threads, loader_workers, cores
+    )
     return threads
 
 
@@ -194,7 +210,8 @@ def build_eval_loaders(opt: FrozenDict, ctx: RunContext, phases: tuple[str, ...]
             continue
         dataset = build_dataset(dataset_opt)
         sampler = list(range(ctx.rank, len(dataset), ctx.world_size)) if ctx.dist else None
-        loader = build_dataloader(dataset, dataset_opt, dist=ctx.dist, sampler=sampler, seed=seed, rank=ctx.rank,
-                                  device=ctx.device)
+        loader = build_dataloader(
+            dataset, dataset_opt, dist=ctx.dist, sampler=sampler, seed=seed, rank=ctx.rank, device=ctx.device
+        )
         loaders.append((dataset_opt, loader))
     return loaders

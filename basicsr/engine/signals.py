@@ -94,5 +94,7 @@ class GracefulStop:
 
     def describe(self, current_iter: int) -> str:
         """One log line: which signal stopped training at which iteration."""
-        return (f'{signal.Signals(self.signum).name} received: stopped after iteration {current_iter}; '
-                'resume with --auto_resume')
+        return (
+            f'{signal.Signals(self.signum).name} received: stopped after iteration {current_iter}; '
+            'resume with --auto_resume'
+        )

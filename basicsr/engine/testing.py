@@ -54,8 +54,10 @@ def test_pipeline(opt: FrozenDict, ctx: RunContext) -> dict:
             if result is None:
                 continue
             if not result['summary']['output']:
-                logger.warning('No metrics for %s: the set has no ground truth (return_gt_frame: false) or '
-                               'val.metrics is empty.', dataset_opt['name'])
+                logger.warning(
+                    'No metrics for %s: the set has no ground truth (return_gt_frame: false) or val.metrics is empty.',
+                    dataset_opt['name'],
+                )
             logger.info(format_table(dataset_opt['name'], result['summary']))
             all_metrics[dataset_opt['name']] = result['summary']
         if ctx.is_main:

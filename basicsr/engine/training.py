@@ -103,9 +103,14 @@ class Trainer:
         if found is not None:
             self.resume_path, self.resume_state = found
             if self.resume_state['iter'] >= opt['train']['total_iter']:
-                self.logger.info("Training '%s' has already finished: its training state '%s' is at iteration %d and "
-                                 'train.total_iter is %d; nothing to do (raise train.total_iter to continue it).',
-                                 opt['name'], self.resume_path, self.resume_state['iter'], opt['train']['total_iter'])
+                self.logger.info(
+                    "Training '%s' has already finished: its training state '%s' is at iteration %d and "
+                    'train.total_iter is %d; nothing to do (raise train.total_iter to continue it).',
+                    opt['name'],
+                    self.resume_path,
+                    self.resume_state['iter'],
+                    opt['train']['total_iter'],
+                )
                 return False
         source = str(self.resume_path)  # for messages about the state resumed from
         self.seed = seed_run(opt, ctx, self.resume_state.get('seed') if found else None, source=source)
@@ -142,25 +147,39 @@ class Trainer:
         dataset_opt = opt['datasets']['train']
         train_set = build_dataset(dataset_opt)
         ratio = dataset_opt['dataset_enlarge_ratio']
-        self.train_sampler = EnlargedSampler(train_set, ctx.world_size, ctx.rank, ratio, seed=self.seed,
-                                             item_seeds=True)
+        self.train_sampler = EnlargedSampler(
+            train_set, ctx.world_size, ctx.rank, ratio, seed=self.seed, item_seeds=True
+        )
         cores = cores_per_process(ctx)
         workers = fit_loader_workers(dataset_opt['num_worker_per_gpu'], cores, 'datasets.train.num_worker_per_gpu')
         size_compute_threads(cores, workers)
-        self.train_loader = build_dataloader(train_set, {**dataset_opt, 'num_worker_per_gpu': workers},
-                                             dist=ctx.dist, sampler=self.train_sampler, seed=self.seed,
-                                             rank=ctx.rank, device=ctx.device)
+        self.train_loader = build_dataloader(
+            train_set,
+            {**dataset_opt, 'num_worker_per_gpu': workers},
+            dist=ctx.dist,
+            sampler=self.train_sampler,
+            seed=self.seed,
+            rank=ctx.rank,
+            device=ctx.device,
+        )
         iters_per_epoch = math.ceil(len(train_set) * ratio / (dataset_opt['batch_size_per_gpu'] * ctx.world_size))
         if iters_per_epoch == 0 or len(self.train_loader) == 0:
             raise InvalidInputError(
-                f"datasets.train has {len(train_set)} samples, fewer than batch_size_per_gpu x processes "
-                f"({dataset_opt['batch_size_per_gpu']} x {ctx.world_size}); lower the batch size or add data."
+                f'datasets.train has {len(train_set)} samples, fewer than batch_size_per_gpu x processes '
+                f'({dataset_opt["batch_size_per_gpu"]} x {ctx.world_size}); lower the batch size or add data.'
             )
         total_iter = opt['train']['total_iter']
-        self.logger.info('Training statistics: %d images, enlarge ratio %d, batch %d per process, %d processes, '
-                         '%d iterations per epoch, %d iterations = %d epochs.', len(train_set), ratio,
-                         dataset_opt['batch_size_per_gpu'], ctx.world_size, iters_per_epoch, total_iter,
-                         math.ceil(total_iter / iters_per_epoch))
+        self.logger.info(
+            'Training statistics: %d images, enlarge ratio %d, batch %d per process, %d processes, '
+            '%d iterations per epoch, %d iterations = %d epochs.',
+            len(train_set),
+            ratio,
+            dataset_opt['batch_size_per_gpu'],
+            ctx.world_size,
+            iters_per_epoch,
+            total_iter,
+            math.ceil(total_iter / iters_per_epoch),
+        )
 
     # ------------------------------------------------------------------ resume and checkpoints
     def resume(self, scheduler_changed: bool) -> None:
@@ -190,8 +209,12 @@ class Trainer:
             self.model.save(epoch=-1, current_iter='latest')
             return
         rng = gather_from_ranks(capture_rng_state())
-        extra_state = {'seed': self.seed, 'sampler': self.train_sampler.state_dict(self.consumed), 'rng': rng,
-                       'signature': run_signature(self.opt, self.ctx.world_size)}
+        extra_state = {
+            'seed': self.seed,
+            'sampler': self.train_sampler.state_dict(self.consumed),
+            'rng': rng,
+            'signature': run_signature(self.opt, self.ctx.world_size),
+        }
         self.model.save(self.epoch, self.current_iter, extra_state=extra_state)
         self.last_saved_iter = self.current_iter
         if self.ctx.is_main and self.opt['logger']['keep_checkpoints'] is not None:
@@ -200,8 +223,7 @@ class Trainer:
     def remove_old_checkpoints(self, keep: int) -> None:
         """Keep the newest ``keep`` ``net_g_<iter>.pth`` and states (and the state resumed from)."""
         paths = self.ctx.paths
-        states = sorted((int(p.stem) for p in paths.training_states.glob('*.state') if p.stem.isdigit()),
-                        reverse=True)
+        states = sorted((int(p.stem) for p in paths.training_states.glob('*.state') if p.stem.isdigit()), reverse=True)
         protected = {self.resume_state['iter']} if self.resume_state is not None else set()
         for iteration in states[keep:]:
             if iteration in protected:
@@ -264,10 +286,16 @@ class Trainer:
         self.nonfinite_steps += 1
         limit = self.opt['train']['max_nonfinite_steps']
         values = {name: float(value) for name, value in self.model.log_dict.items()}  # this rank's: no collective
-        self.logger.warning('Iteration %d: non-finite loss or gradient (l_pix %s, grad_norm %s); the update is '
-                            'skipped (%d in a row of at most %d). Batch items (sequence/index): %s.',
-                            self.current_iter, values.get('l_pix'), values.get('grad_norm'), self.nonfinite_steps,
-                            limit, describe_batch(batch))
+        self.logger.warning(
+            'Iteration %d: non-finite loss or gradient (l_pix %s, grad_norm %s); the update is '
+            'skipped (%d in a row of at most %d). Batch items (sequence/index): %s.',
+            self.current_iter,
+            values.get('l_pix'),
+            values.get('grad_norm'),
+            self.nonfinite_steps,
+            limit,
+            describe_batch(batch),
+        )
         if self.nonfinite_steps >= limit:
             lrs = ', '.join(f'{lr:.3g}' for lr in self.model.get_current_learning_rate())
             raise NonFiniteTrainingError(
@@ -276,15 +304,24 @@ class Trainer:
                 f'update was skipped. Suspects: the learning rate ({lrs}; lower train.optim_g.lr), or the data of '
                 f'the logged batches (the last: {describe_batch(batch)}; check those items for NaN/inf or extreme '
                 f'values). The checkpoints in {self.ctx.paths.models} hold only finite weights; resume from the '
-                'last with --auto_resume after the fix.')
+                'last with --auto_resume after the fix.'
+            )
 
     def after_iteration(self, iter_time: float, data_time: float, stop: GracefulStop) -> None:
         """The schedule: log every ``print_freq``; save every ``save_checkpoint_freq`` or on a stop signal (then
         exit 130/143); validate every ``val_freq`` iterations."""
         logger_opt, current_iter = self.opt['logger'], self.current_iter
         if current_iter % logger_opt['print_freq'] == 0:
-            self.msg_logger({'epoch': self.epoch, 'iter': current_iter, 'lrs': self.model.get_current_learning_rate(),
-                             'time': iter_time, 'data_time': data_time, **self.model.get_current_log()})
+            self.msg_logger(
+                {
+                    'epoch': self.epoch,
+                    'iter': current_iter,
+                    'lrs': self.model.get_current_learning_rate(),
+                    'time': iter_time,
+                    'data_time': data_time,
+                    **self.model.get_current_log(),
+                }
+            )
         stopping = stop.should_stop()  # every iteration, on every rank (a collective)
         if stopping or current_iter % logger_opt['save_checkpoint_freq'] == 0:
             self.logger.info('Saving models and training states.')
@@ -300,8 +337,9 @@ class Trainer:
         """Evaluate every validation set and log the metrics (TensorBoard too)."""
         for dataset_opt, loader in self.val_loaders:
             save_dir = self.ctx.paths.visualization / str(self.current_iter) if self.opt['val']['save_img'] else None
-            result = self.model.validation(loader, dataset_opt, self.current_iter, tb_logger=self.tb_logger,
-                                           save_dir=save_dir)
+            result = self.model.validation(
+                loader, dataset_opt, self.current_iter, tb_logger=self.tb_logger, save_dir=save_dir
+            )
             log_validation(self.logger, dataset_opt['name'], self.current_iter, result)
 
     # ------------------------------------------------------------------ the end

@@ -66,8 +66,11 @@ class NumpyOps:
         Runs torch's scatter_add_ on views of the same memory: one pass without temporaries, several times
         faster than np.add.at and twice as fast as a bincount into a fresh array and an add.
         """
-        TorchOps.scatter_add(torch.from_numpy(out), torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)),
-                             torch.from_numpy(np.ascontiguousarray(weights)))
+        TorchOps.scatter_add(
+            torch.from_numpy(out),
+            torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(weights)),
+        )
 
 
 class TorchOps:

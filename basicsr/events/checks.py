@@ -24,8 +24,11 @@ EVENT_KEYS = ('xs', 'ys', 'ts', 'ps')
 
 def check_sensor_size(where: str, sensor_size: Any) -> None:
     """``sensor_size`` must be (H, W), two positive ints."""
-    valid = (isinstance(sensor_size, (tuple, list)) and len(sensor_size) == 2
-             and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sensor_size))
+    valid = (
+        isinstance(sensor_size, (tuple, list))
+        and len(sensor_size) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in sensor_size)
+    )
     if not valid:
         raise InvalidInputError(f'{where}: sensor_size must be (H, W), two positive ints, got {sensor_size!r}')
 
@@ -50,13 +53,17 @@ def check_times(where: str, ts: Array) -> None:
     if _is_floating(ts) and not (math.isfinite(float(ts.min())) and math.isfinite(float(ts.max()))):
         bad = ~(torch.isfinite(ts) if isinstance(ts, torch.Tensor) else np.isfinite(ts))
         i = int(bad.nonzero()[0][0])
-        raise InvalidInputError(f'{where}: timestamps must be finite numbers, found ts[{i}] = {float(ts[i])!r} '
-                                f'({int(bad.sum())} of {ts.shape[0]} events); drop or repair those events')
+        raise InvalidInputError(
+            f'{where}: timestamps must be finite numbers, found ts[{i}] = {float(ts[i])!r} '
+            f'({int(bad.sum())} of {ts.shape[0]} events); drop or repair those events'
+        )
     decreasing = ts[1:] < ts[:-1]
     if bool(decreasing.any()):
         i = int(decreasing.nonzero()[0][0])
-        raise InvalidInputError(f'{where}: events must be sorted by time, but ts[{i}] = {float(ts[i])!r} > '
-                                f'ts[{i + 1}] = {float(ts[i + 1])!r}; sort all four arrays by a stable argsort of ts')
+        raise InvalidInputError(
+            f'{where}: events must be sorted by time, but ts[{i}] = {float(ts[i])!r} > '
+            f'ts[{i + 1}] = {float(ts[i + 1])!r}; sort all four arrays by a stable argsort of ts'
+        )
 
 
 def check_coordinates(where: str, xs: Array, ys: Array, sensor_size: tuple[int, int]) -> None:
@@ -70,7 +77,8 @@ def check_coordinates(where: str, xs: Array, ys: Array, sensor_size: tuple[int, 
             raise InvalidInputError(
                 f'{where}: {name} must lie in [0, {size_name}) = [0, {size}) for sensor size (H, W) = '
                 f'{tuple(sensor_size)}, found values in [{low:g}, {high:g}]; check the sensor size and that x and y '
-                'are not swapped')
+                'are not swapped'
+            )
 
 
 def check_integer_coordinates(where: str, xs: Array, ys: Array) -> None:
@@ -89,11 +97,13 @@ def check_polarity(ops: ArrayOps, where: str, ps: Array) -> None:
     valid = low >= -1 and high <= 1 and (not _is_floating(ps) or bool(((ps == 1) | (ps == 0) | (ps == -1)).all()))
     if not valid:
         bad = ps[(ps != 1) & (ps != 0) & (ps != -1)][:5]
-        raise InvalidInputError(f'{where}: polarities must be in {{0, 1}} or {{-1, +1}}, found values such as '
-                                f'{[float(v) for v in bad]}')
+        raise InvalidInputError(
+            f'{where}: polarities must be in {{0, 1}} or {{-1, +1}}, found values such as {[float(v) for v in bad]}'
+        )
     if low < 0 and bool((ps == 0).any()):
-        raise InvalidInputError(f'{where}: polarities mix the {{0, 1}} and {{-1, +1}} conventions (both 0 and -1 '
-                                'occur); use one of them')
+        raise InvalidInputError(
+            f'{where}: polarities mix the {{0, 1}} and {{-1, +1}} conventions (both 0 and -1 occur); use one of them'
+        )
 
 
 def polarity_weights(ops: ArrayOps, ps: Array, dtype: Any, sign: int = 1) -> Array:
@@ -122,8 +132,9 @@ def signed_polarity(ps: Array, caller: str = 'signed_polarity') -> Array:
     return polarity_weights(ops, ps, ops.int8)
 
 
-def validated_events(where: str, xs: Array, ys: Array, ts: Array, ps: Array,
-                     sensor_size: tuple[int, int] | None) -> tuple[ArrayOps, Array | None]:
+def validated_events(
+    where: str, xs: Array, ys: Array, ts: Array, ps: Array, sensor_size: tuple[int, int] | None
+) -> tuple[ArrayOps, Array | None]:
     """Check one window of events for a representation: kinds, shapes, times, coordinates, polarities.
 
     Returns:
@@ -152,8 +163,12 @@ def normalised_events(raw: dict[str, np.ndarray], where: str) -> dict[str, np.nd
     """
     check_equal_lengths(where, *(raw[key] for key in EVENT_KEYS))
     check_integer_coordinates(where, raw['xs'], raw['ys'])
-    return {'xs': raw['xs'].astype(np.int32), 'ys': raw['ys'].astype(np.int32),
-            'ts': raw['ts'].astype(np.float64), 'ps': signed_polarity(raw['ps'], where)}
+    return {
+        'xs': raw['xs'].astype(np.int32),
+        'ys': raw['ys'].astype(np.int32),
+        'ts': raw['ts'].astype(np.float64),
+        'ps': signed_polarity(raw['ps'], where),
+    }
 
 
 def check_events(events: dict[str, np.ndarray], sensor_size: tuple[int, int], where: str) -> None:

@@ -40,16 +40,18 @@ def add_voxel_noise(
     if not isinstance(voxel, np.ndarray):
         raise TypeError(f'add_voxel_noise: voxel must be a numpy array, got {type(voxel).__name__}')
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f'add_voxel_noise: rng must be a numpy Generator (np.random.default_rng(seed)), '
-                        f'got {type(rng).__name__}')
+        raise TypeError(
+            f'add_voxel_noise: rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}'
+        )
     if voxel.ndim != 3:
         raise ValueError(f'add_voxel_noise: expected a (C, H, W) voxel, got shape {voxel.shape}')
     for name, value in (('noise_fraction', noise_fraction), ('hot_pixel_fraction', hot_pixel_fraction)):
         if not 0 <= value <= 1:
             raise ValueError(f'add_voxel_noise: {name} must lie in [0, 1], got {value}')
     if noise_std < 0 or hot_pixel_range < 0:
-        raise ValueError(f'add_voxel_noise: noise_std and hot_pixel_range must be >= 0, '
-                         f'got {noise_std} and {hot_pixel_range}')
+        raise ValueError(
+            f'add_voxel_noise: noise_std and hot_pixel_range must be >= 0, got {noise_std} and {hot_pixel_range}'
+        )
 
     noisy = voxel.astype(np.float32, copy=True)
     flat = noisy.reshape(-1)

@@ -88,8 +88,12 @@ def normalize_robust(voxel: Array, percentiles: Sequence[float] = (35, 65)) -> A
 
 def _checked_percentiles(percentiles: Sequence[float]) -> tuple[float, float]:
     values = tuple(percentiles) if isinstance(percentiles, Sequence) else ()
-    if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or \
-            not 0 <= values[0] <= values[1] <= 100:
-        raise ValueError(f'robust normalisation: percentiles must be two numbers 0 <= low <= high <= 100, got '
-                         f'{percentiles!r}')
+    if (
+        len(values) != 2
+        or not all(isinstance(v, (int, float)) for v in values)
+        or not 0 <= values[0] <= values[1] <= 100
+    ):
+        raise ValueError(
+            f'robust normalisation: percentiles must be two numbers 0 <= low <= high <= 100, got {percentiles!r}'
+        )
     return float(values[0]), float(values[1])

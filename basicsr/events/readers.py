@@ -84,12 +84,19 @@ def concatenate_events(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.
     An empty sequence gives empty arrays.
     """
     dtypes = {'xs': np.int32, 'ys': np.int32, 'ts': np.float64, 'ps': np.int8}
-    return {key: np.concatenate([np.zeros(0, dtype)] + [chunk[key] for chunk in chunks]).astype(dtype, copy=False)
-            for key, dtype in dtypes.items()}
+    return {
+        key: np.concatenate([np.zeros(0, dtype)] + [chunk[key] for chunk in chunks]).astype(dtype, copy=False)
+        for key, dtype in dtypes.items()
+    }
 
 
-def read_events(path: str | os.PathLike, t_start: float | None = None, t_end: float | None = None,
-                load_frames: bool = True, time_unit: str = 's') -> EventRecording:
+def read_events(
+    path: str | os.PathLike,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    load_frames: bool = True,
+    time_unit: str = 's',
+) -> EventRecording:
     """Read an event recording, choosing the reader by file extension.
 
     Supported: ``.h5``/``.hdf5`` (raw-event layout of the module docstring; only the requested time slice is read),
@@ -124,19 +131,29 @@ def read_events(path: str | os.PathLike, t_start: float | None = None, t_end: fl
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"events file '{path}' does not exist")
-    readers = {'.h5': _read_h5, '.hdf5': _read_h5, '.npz': _read_npz, '.txt': _read_text, '.csv': _read_text,
-               '.aedat4': _read_aedat4}
+    readers = {
+        '.h5': _read_h5,
+        '.hdf5': _read_h5,
+        '.npz': _read_npz,
+        '.txt': _read_text,
+        '.csv': _read_text,
+        '.aedat4': _read_aedat4,
+    }
     extension = path.suffix.lower()
     if extension not in readers:
-        raise InvalidInputError(f"events file '{path}' has an unsupported extension '{path.suffix}'; supported: "
-                                f"{', '.join(SUPPORTED_EXTENSIONS)}")
+        raise InvalidInputError(
+            f"events file '{path}' has an unsupported extension '{path.suffix}'; supported: "
+            f'{", ".join(SUPPORTED_EXTENSIONS)}'
+        )
     if time_unit not in TIME_UNITS:
-        raise InvalidInputError(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
+        raise InvalidInputError(f'time_unit must be one of {", ".join(TIME_UNITS)}, got {time_unit!r}')
     if extension in ('.npz', '.txt', '.csv'):
         return readers[extension](path, t_start, t_end, load_frames, TIME_UNITS[time_unit])
     if time_unit != 's':
-        raise InvalidInputError(f"events file '{path}': {extension} files store their own time unit; time_unit "
-                                "(--time_unit) applies to .npz, .txt and .csv files only, leave it at 's'")
+        raise InvalidInputError(
+            f"events file '{path}': {extension} files store their own time unit; time_unit "
+            "(--time_unit) applies to .npz, .txt and .csv files only, leave it at 's'"
+        )
     return readers[extension](path, t_start, t_end, load_frames)
 
 
@@ -146,8 +163,10 @@ _H5_FAILURES = (OSError, RuntimeError, KeyError, TypeError, ValueError)
 
 def _damage_message(path: Path, error: BaseException, key: str | None = None) -> str:
     what = f"cannot read '{key}'" if key else 'cannot be read'
-    return (f"events file '{path}' {what} ({type(error).__name__}: {error}); the file is truncated or corrupt; copy "
-            'or convert it again')
+    return (
+        f"events file '{path}' {what} ({type(error).__name__}: {error}); the file is truncated or corrupt; copy "
+        'or convert it again'
+    )
 
 
 def _names_damage(method: Callable) -> Callable:
@@ -191,8 +210,10 @@ class RawEventH5:
         try:
             self._file = h5py.File(self.path, 'r')
         except OSError as error:
-            raise InvalidInputError(f"events file '{self.path}' cannot be opened as HDF5 ({error}); it is truncated, "
-                                    'corrupt or not an HDF5 file; copy or convert it again') from error
+            raise InvalidInputError(
+                f"events file '{self.path}' cannot be opened as HDF5 ({error}); it is truncated, "
+                'corrupt or not an HDF5 file; copy or convert it again'
+            ) from error
         try:
             self._datasets = {key: self._required_dataset(f'events/{key}') for key in EVENT_KEYS}
             self._check_event_shapes()
@@ -237,16 +258,19 @@ class RawEventH5:
     def exposures(self) -> np.ndarray | None:
         """(F, 2) float64 seconds [exposure_start, exposure_end] per frame; None without frames or if one lacks them."""
         images = self._file['images'] if self.frame_names else None
-        if images is None or not all({'exposure_start', 'exposure_end'} <= set(images[n].attrs)
-                                     for n in self.frame_names):
+        if images is None or not all(
+            {'exposure_start', 'exposure_end'} <= set(images[n].attrs) for n in self.frame_names
+        ):
             return None
-        return np.array([[self._frame_attr(n, 'exposure_start'), self._frame_attr(n, 'exposure_end')]
-                         for n in self.frame_names], dtype=np.float64).reshape(-1, 2)
+        return np.array(
+            [[self._frame_attr(n, 'exposure_start'), self._frame_attr(n, 'exposure_end')] for n in self.frame_names],
+            dtype=np.float64,
+        ).reshape(-1, 2)
 
     @_names_damage
     def read_frame(self, i: int) -> np.ndarray:
         """Frame i: (H, W) or (H, W, 3) uint8, as stored (another dtype is an InvalidInputError naming the frame)."""
-        return self._read_frame(f"images/{self.frame_names[self._frame_index(i, len(self.frame_names), 'images')]}")
+        return self._read_frame(f'images/{self.frame_names[self._frame_index(i, len(self.frame_names), "images")]}')
 
     @_names_damage
     def read_sharp_frame(self, i: int) -> np.ndarray | None:
@@ -259,8 +283,10 @@ class RawEventH5:
     def _read_frame(self, key: str) -> np.ndarray:
         frame = self._read(key)
         if frame.dtype != np.uint8 or frame.ndim not in (2, 3):
-            raise InvalidInputError(f"events file '{self.path}': frame '{key}' is {frame.shape} {frame.dtype}, "
-                                    'expected (H, W) or (H, W, 3) uint8; convert the frames to 8 bits')
+            raise InvalidInputError(
+                f"events file '{self.path}': frame '{key}' is {frame.shape} {frame.dtype}, "
+                'expected (H, W) or (H, W, 3) uint8; convert the frames to 8 bits'
+            )
         return frame
 
     def _read(self, key: str, selection: Any = ()) -> np.ndarray:
@@ -299,45 +325,57 @@ class RawEventH5:
 
     def _required_dataset(self, name: str) -> h5py.Dataset:
         if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
-            raise MissingKeyError(f"events file '{self.path}' has no dataset '{name}' (found: "
-                                  f'{_h5_overview(self._file)}); expected the raw-event layout events/xs, events/ys, '
-                                  'events/ts, events/ps')
+            raise MissingKeyError(
+                f"events file '{self.path}' has no dataset '{name}' (found: "
+                f'{_h5_overview(self._file)}); expected the raw-event layout events/xs, events/ys, '
+                'events/ts, events/ps'
+            )
         return self._file[name]
 
     def _check_event_shapes(self) -> None:
         shapes = {key: ds.shape for key, ds in self._datasets.items()}
         if any(len(shape) != 1 for shape in shapes.values()) or len(set(shapes.values())) != 1:
-            raise InvalidInputError(f"events file '{self.path}': events/xs, ys, ts, ps must be 1-D of equal length, "
-                                    f'got shapes {shapes}')
+            raise InvalidInputError(
+                f"events file '{self.path}': events/xs, ys, ts, ps must be 1-D of equal length, got shapes {shapes}"
+            )
 
     def _sensor_resolution(self) -> tuple[int, int]:
         if 'sensor_resolution' not in self._file.attrs:
-            raise MissingKeyError(f"events file '{self.path}' has no file attribute 'sensor_resolution' (found: "
-                                  f'{sorted(self._file.attrs)}); add it as [H, W]')
+            raise MissingKeyError(
+                f"events file '{self.path}' has no file attribute 'sensor_resolution' (found: "
+                f'{sorted(self._file.attrs)}); add it as [H, W]'
+            )
         resolution = np.asarray(self._file.attrs['sensor_resolution']).reshape(-1)
         if resolution.size != 2 or np.any(resolution <= 0):
-            raise InvalidInputError(f"events file '{self.path}': attribute 'sensor_resolution' must be [H, W], got "
-                                    f'{resolution.tolist()}')
+            raise InvalidInputError(
+                f"events file '{self.path}': attribute 'sensor_resolution' must be [H, W], got {resolution.tolist()}"
+            )
         return int(resolution[0]), int(resolution[1])
 
     def _frame_attr(self, name: str, attr: str) -> float:
         attrs = self._file['images'][name].attrs
         if attr not in attrs:
-            raise MissingKeyError(f"events file '{self.path}': frame 'images/{name}' has no attribute '{attr}' "
-                                  f'(found: {sorted(attrs)})')
+            raise MissingKeyError(
+                f"events file '{self.path}': frame 'images/{name}' has no attribute '{attr}' (found: {sorted(attrs)})"
+            )
         return float(attrs[attr])
 
     def _frame_index(self, i: int, count: int, group: str) -> int:
         if not -count <= i < count:
-            raise IndexError(f"events file '{self.path}': frame index {i} is outside the {count} frames of "
-                             f"'{group}'")
+            raise IndexError(f"events file '{self.path}': frame index {i} is outside the {count} frames of '{group}'")
         return i
 
 
-def write_raw_events_h5(path: str | os.PathLike, events: dict[str, np.ndarray], sensor_size: tuple[int, int],
-                        frames: np.ndarray | None = None, frame_timestamps: np.ndarray | None = None,
-                        exposures: np.ndarray | None = None, sharp_frames: np.ndarray | None = None,
-                        source: str = '') -> None:
+def write_raw_events_h5(
+    path: str | os.PathLike,
+    events: dict[str, np.ndarray],
+    sensor_size: tuple[int, int],
+    frames: np.ndarray | None = None,
+    frame_timestamps: np.ndarray | None = None,
+    exposures: np.ndarray | None = None,
+    sharp_frames: np.ndarray | None = None,
+    source: str = '',
+) -> None:
     """Write events (and frames) in the raw-event HDF5 layout of the module docstring, atomically.
 
     The file is written under a temporary name in the same folder and renamed over ``path`` at the end, so readers
@@ -363,7 +401,8 @@ def write_raw_events_h5(path: str | os.PathLike, events: dict[str, np.ndarray], 
     height, width = sensor_size
     stored = _events_for_storage(events, sensor_size, f"write_raw_events_h5('{path}')")
     frames, frame_timestamps, exposures, sharp_frames = _frames_for_storage(
-        frames, frame_timestamps, exposures, sharp_frames, sensor_size, f"write_raw_events_h5('{path}')")
+        frames, frame_timestamps, exposures, sharp_frames, sensor_size, f"write_raw_events_h5('{path}')"
+    )
     target = AtomicFile(path)
     try:
         with write_errors_named(path), h5py.File(target.temporary, 'w') as f:
@@ -388,8 +427,9 @@ def write_raw_events_h5(path: str | os.PathLike, events: dict[str, np.ndarray], 
         target.discard()
 
 
-def _events_for_storage(events: dict[str, np.ndarray], sensor_size: tuple[int, int],
-                        where: str) -> dict[str, np.ndarray]:
+def _events_for_storage(
+    events: dict[str, np.ndarray], sensor_size: tuple[int, int], where: str
+) -> dict[str, np.ndarray]:
     """Validated events in their on-disk dtypes: xs/ys int16 (int32 if needed), ts float64, ps uint8 {0, 1}."""
     if not isinstance(events, dict) or any(key not in events for key in EVENT_KEYS):
         found = sorted(events) if isinstance(events, dict) else type(events).__name__
@@ -397,13 +437,22 @@ def _events_for_storage(events: dict[str, np.ndarray], sensor_size: tuple[int, i
     normalised = normalised_events({key: np.asarray(events[key]) for key in EVENT_KEYS}, where)
     check_events(normalised, sensor_size, where)
     coordinate_dtype = np.int16 if max(sensor_size) <= np.iinfo(np.int16).max else np.int32
-    return {'xs': normalised['xs'].astype(coordinate_dtype), 'ys': normalised['ys'].astype(coordinate_dtype),
-            'ts': normalised['ts'], 'ps': (normalised['ps'] > 0).astype(np.uint8)}
+    return {
+        'xs': normalised['xs'].astype(coordinate_dtype),
+        'ys': normalised['ys'].astype(coordinate_dtype),
+        'ts': normalised['ts'],
+        'ps': (normalised['ps'] > 0).astype(np.uint8),
+    }
 
 
-def _frames_for_storage(frames: np.ndarray | None, frame_timestamps: np.ndarray | None,
-                        exposures: np.ndarray | None, sharp_frames: np.ndarray | None,
-                        sensor_size: tuple[int, int], where: str) -> tuple[Any, Any, Any, Any]:
+def _frames_for_storage(
+    frames: np.ndarray | None,
+    frame_timestamps: np.ndarray | None,
+    exposures: np.ndarray | None,
+    sharp_frames: np.ndarray | None,
+    sensor_size: tuple[int, int],
+    where: str,
+) -> tuple[Any, Any, Any, Any]:
     """Validated (frames, frame_timestamps float64, exposures float64 (F, 2), sharp_frames); Nones when absent."""
     if frames is None:
         if any(v is not None for v in (frame_timestamps, exposures, sharp_frames)):
@@ -411,25 +460,33 @@ def _frames_for_storage(frames: np.ndarray | None, frame_timestamps: np.ndarray 
         return None, None, None, None
     frames = np.asarray(frames)
     expected = f'(F, {sensor_size[0]}, {sensor_size[1]}) or (F, {sensor_size[0]}, {sensor_size[1]}, 3) uint8'
-    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[1:3] != tuple(sensor_size) or (
-            frames.ndim == 4 and frames.shape[3] != 3):
+    if (
+        frames.dtype != np.uint8
+        or frames.ndim not in (3, 4)
+        or frames.shape[1:3] != tuple(sensor_size)
+        or (frames.ndim == 4 and frames.shape[3] != 3)
+    ):
         raise InvalidInputError(f'{where}: frames must be {expected}, got {frames.shape} {frames.dtype}')
     if frame_timestamps is None:
         raise InvalidInputError(f'{where}: frames need frame_timestamps, (F,) seconds')
     frame_timestamps = np.asarray(frame_timestamps, dtype=np.float64)
     if frame_timestamps.shape != (len(frames),):
-        raise InvalidInputError(f'{where}: frame_timestamps must have shape ({len(frames)},), got '
-                                f'{frame_timestamps.shape}')
+        raise InvalidInputError(
+            f'{where}: frame_timestamps must have shape ({len(frames)},), got {frame_timestamps.shape}'
+        )
     if exposures is not None:
         exposures = np.asarray(exposures, dtype=np.float64)
         if exposures.shape != (len(frames), 2):
-            raise InvalidInputError(f'{where}: exposures must have shape ({len(frames)}, 2) [start, end], got '
-                             f'{exposures.shape}')
+            raise InvalidInputError(
+                f'{where}: exposures must have shape ({len(frames)}, 2) [start, end], got {exposures.shape}'
+            )
     if sharp_frames is not None:
         sharp_frames = np.asarray(sharp_frames)
         if sharp_frames.shape != frames.shape or sharp_frames.dtype != np.uint8:
-            raise InvalidInputError(f'{where}: sharp_frames must be uint8 shaped like frames {frames.shape}, got '
-                             f'{sharp_frames.shape} {sharp_frames.dtype}')
+            raise InvalidInputError(
+                f'{where}: sharp_frames must be uint8 shaped like frames {frames.shape}, got '
+                f'{sharp_frames.shape} {sharp_frames.dtype}'
+            )
     return frames, frame_timestamps, exposures, sharp_frames
 
 
@@ -454,8 +511,9 @@ def _read_h5(path: Path, t_start: float | None, t_end: float | None, load_frames
     with RawEventH5(path) as f:
         first = 0 if t_start is None else f.index_at_time(t_start)
         last = f.num_events if t_end is None else max(first, f.index_at_time(t_end))
-        recording = EventRecording(**f.events_slice(first, last), sensor_size=f.sensor_size,
-                                   source=f.source or path.name)
+        recording = EventRecording(
+            **f.events_slice(first, last), sensor_size=f.sensor_size, source=f.source or path.name
+        )
         if load_frames and f.frame_names:
             selected = np.flatnonzero(_in_window(f.frame_timestamps, t_start, t_end))
             recording.frames = _stack_frames(f.read_frame, selected)
@@ -464,8 +522,10 @@ def _read_h5(path: Path, t_start: float | None, t_end: float | None, load_frames
                 recording.exposure_start, recording.exposure_end = f.exposures[selected].T
             if f.sharp_frame_names:
                 if len(f.sharp_frame_names) != len(f.frame_names):
-                    raise InvalidInputError(f"events file '{path}' has {len(f.sharp_frame_names)} sharp_images for "
-                                     f'{len(f.frame_names)} images; expected one ground-truth frame per image')
+                    raise InvalidInputError(
+                        f"events file '{path}' has {len(f.sharp_frame_names)} sharp_images for "
+                        f'{len(f.frame_names)} images; expected one ground-truth frame per image'
+                    )
                 recording.sharp_frames = _stack_frames(f.read_sharp_frame, selected)
     return recording
 
@@ -478,8 +538,9 @@ def _stack_frames(read: Callable[[int], np.ndarray], indices: np.ndarray) -> np.
     return np.stack([read(int(i)) for i in indices])
 
 
-def _read_npz(path: Path, t_start: float | None, t_end: float | None, load_frames: bool,
-              seconds_per_unit: float) -> EventRecording:
+def _read_npz(
+    path: Path, t_start: float | None, t_end: float | None, load_frames: bool, seconds_per_unit: float
+) -> EventRecording:
     where = f"events file '{path}'"
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -496,8 +557,10 @@ def _read_npz(path: Path, t_start: float | None, t_end: float | None, load_frame
     except UserError:
         raise
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise InvalidInputError(f'{where} cannot be read as .npz ({type(error).__name__}: {error}); it is truncated, '
-                                'corrupt or not a numpy .npz archive; write or copy it again') from error
+        raise InvalidInputError(
+            f'{where} cannot be read as .npz ({type(error).__name__}: {error}); it is truncated, '
+            'corrupt or not a numpy .npz archive; write or copy it again'
+        ) from error
     events['ts'] = _in_seconds(events['ts'], seconds_per_unit, where)
     if frame_timestamps is not None:
         frame_timestamps = frame_timestamps * seconds_per_unit
@@ -510,14 +573,19 @@ def _in_seconds(ts: np.ndarray, seconds_per_unit: float, where: str) -> np.ndarr
         return ts * seconds_per_unit
     span = float(ts.max() - ts.min()) if ts.size else 0.0
     if span > _SUSPICIOUS_SPAN_S:
-        warnings.warn(f'{where}: the timestamps, read as seconds, span {span:.4g} s ({span / 3600:.1f} hours); if '
-                      'they are microseconds or milliseconds, pass --time_unit us (or ms), i.e. '
-                      "read_events(..., time_unit='us')", UserWarning, stacklevel=4)
+        warnings.warn(
+            f'{where}: the timestamps, read as seconds, span {span:.4g} s ({span / 3600:.1f} hours); if '
+            'they are microseconds or milliseconds, pass --time_unit us (or ms), i.e. '
+            "read_events(..., time_unit='us')",
+            UserWarning,
+            stacklevel=4,
+        )
     return ts
 
 
-def _npz_sensor_size(data: Any, keys: set[str], frames: np.ndarray | None, events: dict[str, np.ndarray],
-                     where: str) -> tuple[int, int]:
+def _npz_sensor_size(
+    data: Any, keys: set[str], frames: np.ndarray | None, events: dict[str, np.ndarray], where: str
+) -> tuple[int, int]:
     for key in ('sensor_size', 'sensor_resolution'):
         if key in keys:
             size = np.asarray(data[key]).reshape(-1)
@@ -536,25 +604,35 @@ def _inferred_sensor_size(events: dict[str, np.ndarray], where: str) -> tuple[in
     return int(events['ys'].max()) + 1, int(events['xs'].max()) + 1
 
 
-def _windowed_recording(events: dict[str, np.ndarray], sensor_size: tuple[int, int], frames: np.ndarray | None,
-                        frame_timestamps: np.ndarray | None, t_start: float | None, t_end: float | None, source: str,
-                        where: str) -> EventRecording:
+def _windowed_recording(
+    events: dict[str, np.ndarray],
+    sensor_size: tuple[int, int],
+    frames: np.ndarray | None,
+    frame_timestamps: np.ndarray | None,
+    t_start: float | None,
+    t_end: float | None,
+    source: str,
+    where: str,
+) -> EventRecording:
     """An EventRecording of the events and frames inside [t_start, t_end), after validating the events."""
     check_events(events, sensor_size, where)
     window = _time_window(events['ts'], t_start, t_end)
-    recording = EventRecording(**{key: values[window] for key, values in events.items()}, sensor_size=sensor_size,
-                               source=source)
+    recording = EventRecording(
+        **{key: values[window] for key, values in events.items()}, sensor_size=sensor_size, source=source
+    )
     if frames is not None:
         if frame_timestamps.shape != (len(frames),):
-            raise InvalidInputError(f'{where}: expected {len(frames)} frame timestamps, got shape '
-                                    f'{frame_timestamps.shape}')
+            raise InvalidInputError(
+                f'{where}: expected {len(frames)} frame timestamps, got shape {frame_timestamps.shape}'
+            )
         keep = _in_window(frame_timestamps, t_start, t_end)
         recording.frames, recording.frame_timestamps = frames[keep], frame_timestamps[keep]
     return recording
 
 
-def _read_text(path: Path, t_start: float | None, t_end: float | None, load_frames: bool,
-               seconds_per_unit: float) -> EventRecording:
+def _read_text(
+    path: Path, t_start: float | None, t_end: float | None, load_frames: bool, seconds_per_unit: float
+) -> EventRecording:
     del load_frames  # text files hold no frames
     where = f"events file '{path}'"
     try:
@@ -572,8 +650,9 @@ def _read_text(path: Path, t_start: float | None, t_end: float | None, load_fram
             warnings.simplefilter('ignore', UserWarning)
             table = np.loadtxt(path, delimiter=delimiter, skiprows=skip_rows, ndmin=2, dtype=np.float64)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f'{where}: expected rows "t x y p" of numbers ({error}); a short last row means a '
-                                'truncated file') from error
+        raise InvalidInputError(
+            f'{where}: expected rows "t x y p" of numbers ({error}); a short last row means a truncated file'
+        ) from error
     if table.size and table.shape[1] != 4:
         raise InvalidInputError(f'{where}: expected 4 columns "t x y p" per row, found {table.shape[1]}')
     table = table.reshape(-1, 4)
@@ -595,8 +674,10 @@ def _read_aedat4(path: Path, t_start: float | None, t_end: float | None, load_fr
     try:
         import aedat
     except ImportError as error:
-        raise MissingPackageError(f"reading '{path}' (AEDAT4) needs the optional package 'aedat': pip install aedat "
-                                  '(or pip install -e .[aedat])') from error
+        raise MissingPackageError(
+            f"reading '{path}' (AEDAT4) needs the optional package 'aedat': pip install aedat "
+            '(or pip install -e .[aedat])'
+        ) from error
     where = f"events file '{path}'"
     chunks: list[dict[str, np.ndarray]] = []
     frames: list[dict[str, Any]] = []
@@ -605,8 +686,9 @@ def _read_aedat4(path: Path, t_start: float | None, t_end: float | None, load_fr
         streams = decoder.id_to_stream()
         event_streams = sorted(i for i, info in streams.items() if info['type'] == 'events')
         if not event_streams:
-            raise InvalidInputError(f'{where} has no event stream (streams: '
-                                    f'{sorted(s["type"] for s in streams.values())})')
+            raise InvalidInputError(
+                f'{where} has no event stream (streams: {sorted(s["type"] for s in streams.values())})'
+            )
         event_stream = event_streams[0]
         sensor_size = (int(streams[event_stream]['height']), int(streams[event_stream]['width']))
         for packet in decoder:
@@ -618,14 +700,21 @@ def _read_aedat4(path: Path, t_start: float | None, t_end: float | None, load_fr
                     frames.append(frame)
     except (RuntimeError, OSError) as error:  # the decoder reports a truncated file as 'failed to fill whole buffer'
         read = f' after {sum(c["ts"].size for c in chunks)} events' if chunks else ''
-        raise InvalidInputError(f'{where} cannot be read as AEDAT4{read} ({error}); it is truncated or corrupt (an '
-                                'interrupted recording or copy); record, export or copy it again') from error
+        raise InvalidInputError(
+            f'{where} cannot be read as AEDAT4{read} ({error}); it is truncated or corrupt (an '
+            'interrupted recording or copy); record, export or copy it again'
+        ) from error
     recording = _windowed_recording(concatenate_events(chunks), sensor_size, None, None, None, None, path.name, where)
     if load_frames:
-        recording.frames = (np.stack([f['pixels'] for f in frames]) if frames
-                            else np.zeros((0, *sensor_size), dtype=np.uint8))
-        times = np.array([[f['t'], f['exposure_begin_t'], f['exposure_end_t']] for f in frames],
-                         dtype=np.float64).reshape(-1, 3) / 1e6
+        recording.frames = (
+            np.stack([f['pixels'] for f in frames]) if frames else np.zeros((0, *sensor_size), dtype=np.uint8)
+        )
+        times = (
+            np.array([[f['t'], f['exposure_begin_t'], f['exposure_end_t']] for f in frames], dtype=np.float64).reshape(
+                -1, 3
+            )
+            / 1e6
+        )
         recording.frame_timestamps, recording.exposure_start, recording.exposure_end = times.T
     return recording
 
@@ -634,8 +723,12 @@ def _aedat_events(packet: np.ndarray, t_start: float | None, t_end: float | None
     """One AEDAT4 event packet (structured: t µs, x, y, on) in the reader convention, cut to [t_start, t_end)."""
     ts = packet['t'].astype(np.float64) / 1e6
     keep = _in_window(ts, t_start, t_end)
-    return {'xs': packet['x'][keep].astype(np.int32), 'ys': packet['y'][keep].astype(np.int32), 'ts': ts[keep],
-            'ps': np.where(packet['on'][keep], 1, -1).astype(np.int8)}
+    return {
+        'xs': packet['x'][keep].astype(np.int32),
+        'ys': packet['y'][keep].astype(np.int32),
+        'ts': ts[keep],
+        'ps': np.where(packet['on'][keep], 1, -1).astype(np.int8),
+    }
 
 
 def _h5_overview(f: h5py.File, limit: int = 12) -> str:

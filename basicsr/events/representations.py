@@ -21,6 +21,7 @@ from basicsr.events.checks import polarity_weights, validated_events
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
+
 def events_to_scer(
     xs: Array,
     ys: Array,
@@ -68,8 +69,10 @@ def events_to_scer(
         TypeError: inputs that mix numpy and torch.
     """
     if not isinstance(num_bins, int) or num_bins < 2 or num_bins % 2:
-        raise ValueError(f'events_to_scer: num_bins must be an even integer >= 2 (SCER splits the window into two '
-                         f'symmetric halves), got {num_bins!r}')
+        raise ValueError(
+            f'events_to_scer: num_bins must be an even integer >= 2 (SCER splits the window into two '
+            f'symmetric halves), got {num_bins!r}'
+        )
     ops, ts = validated_events('events_to_scer', xs, ys, ts, ps, sensor_size)
     height, width = int(sensor_size[0]), int(sensor_size[1])
     if ts is None:
@@ -89,8 +92,11 @@ def events_to_scer(
         for j in intervals:
             run = slice(cuts[j], cuts[j + 1])
             if run.stop > run.start:
-                ops.accumulate_into(running, _pixel_index(ops, xs[run], ys[run], width),
-                                    polarity_weights(ops, ps[run], ops.float32, sign))
+                ops.accumulate_into(
+                    running,
+                    _pixel_index(ops, xs[run], ys[run], width),
+                    polarity_weights(ops, ps[run], ops.float32, sign),
+                )
             scer[channel_of[j]] = running
     if keep_middle:
         scer[half] = 0
@@ -110,10 +116,8 @@ def _scer_cuts(ops: ArrayOps, ts: Array, num_bins: int) -> list[int]:
     bounds = t0 + (span / num_bins) * ops.arange(num_bins + 1, dtype=ts.dtype)
     mid_index = ops.searchsorted_left(ts, (t0 + span / 2).reshape(1))
     left_cuts = ops.minimum(ops.searchsorted_left(ts, bounds[:half]), mid_index)
-    right_cuts = ops.maximum(ops.searchsorted_left(ts, bounds[half + 1:]), mid_index)
+    right_cuts = ops.maximum(ops.searchsorted_left(ts, bounds[half + 1 :]), mid_index)
     return [int(i) for i in ops.concatenate([left_cuts, mid_index, right_cuts])]
-
-
 
 
 def _pixel_index(ops: ArrayOps, xs: Array, ys: Array, width: int) -> Array:

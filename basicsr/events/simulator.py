@@ -53,14 +53,25 @@ class EventSimulator:
         seed: seed of the threshold-noise generator (``reset`` does not reseed it).
     """
 
-    def __init__(self, pos_threshold: float = 0.2, neg_threshold: float = 0.2, sigma_threshold: float = 0.0,
-                 refractory_period: float = 0.0, log_eps: float = 1e-3, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        pos_threshold: float = 0.2,
+        neg_threshold: float = 0.2,
+        sigma_threshold: float = 0.0,
+        refractory_period: float = 0.0,
+        log_eps: float = 1e-3,
+        seed: int | None = None,
+    ) -> None:
         if not (pos_threshold > 0 and neg_threshold > 0 and log_eps > 0):
-            raise ValueError(f'EventSimulator: pos_threshold, neg_threshold and log_eps must be > 0, got '
-                             f'{pos_threshold}, {neg_threshold}, {log_eps}')
+            raise ValueError(
+                f'EventSimulator: pos_threshold, neg_threshold and log_eps must be > 0, got '
+                f'{pos_threshold}, {neg_threshold}, {log_eps}'
+            )
         if not (sigma_threshold >= 0 and refractory_period >= 0):
-            raise ValueError(f'EventSimulator: sigma_threshold and refractory_period must be >= 0, got '
-                             f'{sigma_threshold}, {refractory_period}')
+            raise ValueError(
+                f'EventSimulator: sigma_threshold and refractory_period must be >= 0, got '
+                f'{sigma_threshold}, {refractory_period}'
+            )
         self.pos_threshold = float(pos_threshold)
         self.neg_threshold = float(neg_threshold)
         self.sigma_threshold = float(sigma_threshold)
@@ -91,23 +102,28 @@ class EventSimulator:
         if self._time is None:
             raise RuntimeError('EventSimulator.step: call reset(first_frame, t0) before step()')
         if frame.shape != self._shape:
-            raise ValueError(f'EventSimulator.step: frame shape {frame.shape} differs from the first frame '
-                             f'{self._shape}')
+            raise ValueError(
+                f'EventSimulator.step: frame shape {frame.shape} differs from the first frame {self._shape}'
+            )
         t = float(t)
         if not t > self._time:
-            raise ValueError(f'EventSimulator.step: timestamps must increase strictly, got {t!r} after '
-                             f'{self._time!r}')
+            raise ValueError(f'EventSimulator.step: timestamps must increase strictly, got {t!r} after {self._time!r}')
         log_now = self._log_image(frame, t)
         pixel, ts, ps = self._interval_events(self._log_previous, log_now, self._time, t)
         self._log_previous = log_now
         self._time = t
         order = np.argsort(ts, kind='stable')
         width = self._shape[1]
-        return {'xs': (pixel[order] % width).astype(np.int32), 'ys': (pixel[order] // width).astype(np.int32),
-                'ts': ts[order], 'ps': ps[order]}
+        return {
+            'xs': (pixel[order] % width).astype(np.int32),
+            'ys': (pixel[order] // width).astype(np.int32),
+            'ts': ts[order],
+            'ps': ps[order],
+        }
 
-    def _interval_events(self, log_before: np.ndarray, log_after: np.ndarray, t0: float,
-                         t1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _interval_events(
+        self, log_before: np.ndarray, log_after: np.ndarray, t0: float, t1: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Crossings of one interval as (pixel int64, ts float64, ps int8), pixel-major, time-ordered per pixel.
 
         Updates the reference levels and last event times of the pixels involved.
@@ -131,8 +147,8 @@ class EventSimulator:
             return np.clip(t0 + (level - l0[i]) * seconds_per_log[i], t0, t1)
 
         first_emitted, stride, num_emitted = self._refractory_selection(
-            num_crossings, crossing_time(k_first), threshold * np.abs(seconds_per_log),
-            self._last_event_time[changed])
+            num_crossings, crossing_time(k_first), threshold * np.abs(seconds_per_log), self._last_event_time[changed]
+        )
 
         owner = np.repeat(np.arange(changed.size), num_emitted)
         rank = np.arange(owner.size) - np.repeat(np.cumsum(num_emitted) - num_emitted, num_emitted)
@@ -152,8 +168,9 @@ class EventSimulator:
             threshold = np.maximum(threshold + noise, _MIN_THRESHOLD)
         return threshold
 
-    def _refractory_selection(self, num_crossings: np.ndarray, first_time: np.ndarray, spacing: np.ndarray,
-                              last_event_time: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _refractory_selection(
+        self, num_crossings: np.ndarray, first_time: np.ndarray, spacing: np.ndarray, last_event_time: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Which of each pixel's equally spaced crossings are emitted: indices first + i·stride, i < count.
 
         Args:
@@ -191,23 +208,33 @@ def _grey_intensity(frame: np.ndarray, where: str) -> np.ndarray:
         ValueError: for other shapes, dtypes, or float values outside [0, 1] (including NaN).
     """
     if not isinstance(frame, np.ndarray) or frame.ndim != 2:
-        raise ValueError(f'{where}: expected a grey (H, W) frame as a numpy array, got '
-                         f'{getattr(frame, "shape", type(frame).__name__)}; convert colour frames to grey first')
+        raise ValueError(
+            f'{where}: expected a grey (H, W) frame as a numpy array, got '
+            f'{getattr(frame, "shape", type(frame).__name__)}; convert colour frames to grey first'
+        )
     if frame.dtype == np.uint8:
         return frame / 255.0
     if not np.issubdtype(frame.dtype, np.floating):
         raise ValueError(f'{where}: frames must be uint8 or float in [0, 1], got dtype {frame.dtype}')
     low, high = float(frame.min()), float(frame.max())
     if not (0 <= low and high <= 1):
-        raise ValueError(f'{where}: float frames must lie in [0, 1], found values in [{low}, {high}]; '
-                         'divide 8-bit data by 255 or pass it as uint8')
+        raise ValueError(
+            f'{where}: float frames must lie in [0, 1], found values in [{low}, {high}]; '
+            'divide 8-bit data by 255 or pass it as uint8'
+        )
     return frame.astype(np.float64)
 
 
-def simulate_events(frames: np.ndarray | Sequence[np.ndarray], timestamps: np.ndarray | Sequence[float],
-                    pos_threshold: float = 0.2, neg_threshold: float = 0.2, sigma_threshold: float = 0.0,
-                    refractory_period: float = 0.0, log_eps: float = 1e-3,
-                    seed: int | None = None) -> dict[str, np.ndarray]:
+def simulate_events(
+    frames: np.ndarray | Sequence[np.ndarray],
+    timestamps: np.ndarray | Sequence[float],
+    pos_threshold: float = 0.2,
+    neg_threshold: float = 0.2,
+    sigma_threshold: float = 0.0,
+    refractory_period: float = 0.0,
+    log_eps: float = 1e-3,
+    seed: int | None = None,
+) -> dict[str, np.ndarray]:
     """Simulate the events of a frame sequence with :class:`EventSimulator` (see the module docstring).
 
     Args:
@@ -224,12 +251,16 @@ def simulate_events(frames: np.ndarray | Sequence[np.ndarray], timestamps: np.nd
     """
     timestamps = np.asarray(timestamps, dtype=np.float64)
     if timestamps.ndim != 1 or len(frames) != timestamps.size or timestamps.size == 0:
-        raise ValueError(f'simulate_events: expected N >= 1 frames and N timestamps, got {len(frames)} frames and '
-                         f'timestamps of shape {timestamps.shape}')
+        raise ValueError(
+            f'simulate_events: expected N >= 1 frames and N timestamps, got {len(frames)} frames and '
+            f'timestamps of shape {timestamps.shape}'
+        )
     if np.any(np.diff(timestamps) <= 0):
         i = int(np.flatnonzero(np.diff(timestamps) <= 0)[0])
-        raise ValueError(f'simulate_events: timestamps must increase strictly, but timestamps[{i + 1}] = '
-                         f'{float(timestamps[i + 1])!r} <= timestamps[{i}] = {float(timestamps[i])!r}')
+        raise ValueError(
+            f'simulate_events: timestamps must increase strictly, but timestamps[{i + 1}] = '
+            f'{float(timestamps[i + 1])!r} <= timestamps[{i}] = {float(timestamps[i])!r}'
+        )
     simulator = EventSimulator(pos_threshold, neg_threshold, sigma_threshold, refractory_period, log_eps, seed)
     simulator.reset(frames[0], timestamps[0])
     chunks = [simulator.step(frame, t) for frame, t in zip(frames[1:], timestamps[1:], strict=True)]

@@ -70,7 +70,7 @@ def reorder_image(img: np.ndarray, input_order: str = 'HWC') -> np.ndarray:
         (H, W, C) view (C = 1 for a grey image), same dtype.
     """
     if input_order not in INPUT_ORDERS:
-        raise ValueError(f"input_order must be one of {', '.join(INPUT_ORDERS)}, got {input_order!r}.")
+        raise ValueError(f'input_order must be one of {", ".join(INPUT_ORDERS)}, got {input_order!r}.')
     if not isinstance(img, np.ndarray):
         raise TypeError(
             f'Expected a numpy array, got {type(img).__name__}; convert tensors with basicsr.utils.img_util.tensor2img.'

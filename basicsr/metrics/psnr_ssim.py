@@ -39,8 +39,12 @@ PEAK = 255.0
 """Peak value of PSNR and range of SSIM's constants: images are on the [0, 255] scale."""
 
 NUMPY_METRIC_OPTIONS = {
-    'crop_border': Key(int, required=True, check=lambda v: None if v >= 0 else f'must be >= 0, got {v}',
-                       doc='pixels removed at each image border before the metric'),
+    'crop_border': Key(
+        int,
+        required=True,
+        check=lambda v: None if v >= 0 else f'must be >= 0, got {v}',
+        doc='pixels removed at each image border before the metric',
+    ),
     'test_y_channel': Key(bool, default=False, doc='compute the metric on the BT.601 Y channel only'),
     'input_order': Key(str, default='HWC', choices=INPUT_ORDERS, doc='layout of the numpy images'),
 }

@@ -81,8 +81,12 @@ class BaseModel:
         """Load ``path.pretrain_network_g`` into ``net`` when it is set."""
         path_opt = self.opt['path']
         if path_opt['pretrain_network_g'] is not None:
-            load_network(unwrap_network(net), path_opt['pretrain_network_g'], strict=path_opt['strict_load_g'],
-                         param_key=path_opt['param_key_g'] or path_opt['param_key'] or 'params')
+            load_network(
+                unwrap_network(net),
+                path_opt['pretrain_network_g'],
+                strict=path_opt['strict_load_g'],
+                param_key=path_opt['param_key_g'] or path_opt['param_key'] or 'params',
+            )
 
     # ------------------------------------------------------------------ optimisation
     def setup_optimizer(self, net: torch.nn.Module) -> None:
@@ -90,8 +94,9 @@ class BaseModel:
         params = [p for p in net.parameters() if p.requires_grad]
         self.optimizers = [build(OPTIMIZER_REGISTRY, train_opt['optim_g'], params=params)]
         if train_opt['scheduler'] is not None:
-            self.schedulers = [build(SCHEDULER_REGISTRY, train_opt['scheduler'], optimizer=optimizer)
-                               for optimizer in self.optimizers]
+            self.schedulers = [
+                build(SCHEDULER_REGISTRY, train_opt['scheduler'], optimizer=optimizer) for optimizer in self.optimizers
+            ]
 
     def get_current_learning_rate(self) -> list[float]:
         """Learning rate of each parameter group of the first optimizer."""
@@ -135,7 +140,8 @@ class BaseModel:
                     raise NonFiniteWeightsError(
                         f"Not saving net_g_{current_iter}.pth: {key} '{name}' holds NaN or inf, so training has "
                         f'diverged; the previous checkpoints in {self.ctx.paths.models} are intact. Resume from the '
-                        'last good one with a lower learning rate (train.optim_g.lr), and check the data.')
+                        'last good one with a lower learning rate (train.optim_g.lr), and check the data.'
+                    )
 
     def save_training_state(self, epoch: int, current_iter: int, extra_state: dict | None = None) -> Path:
         """Write ``training_states/<iter>.state`` atomically: optimizers, schedulers, scaler, epoch, iteration, and
@@ -168,7 +174,7 @@ class BaseModel:
         """
         if len(state['optimizers']) != len(self.optimizers) or len(state['schedulers']) != len(self.schedulers):
             raise InvalidInputError(
-                f"The training state has {len(state['optimizers'])} optimizer(s) and {len(state['schedulers'])} "
+                f'The training state has {len(state["optimizers"])} optimizer(s) and {len(state["schedulers"])} '
                 f'scheduler(s) but these options make {len(self.optimizers)} and {len(self.schedulers)}; '
                 'resume with the option file the state was written with.'
             )
@@ -181,7 +187,7 @@ class BaseModel:
                 scheduler.load_state_dict(saved)
         if state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
-        checkpoint = self.ctx.paths.models / f"net_g_{state['iter']}.pth"
+        checkpoint = self.ctx.paths.models / f'net_g_{state["iter"]}.pth'
         load_network(unwrap_network(self.net_g), checkpoint, strict=True)
         if self.net_g_ema is not None:
             load_network(self.net_g_ema, checkpoint, strict=True, param_key='params_ema')

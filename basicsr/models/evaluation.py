@@ -50,15 +50,16 @@ def tiled_forward(
     output = None
     weight = first.new_zeros(1, 1, height, width)
     for start in range(0, len(boxes), max_minibatch):
-        chunk = boxes[start:start + max_minibatch]
-        tiles = [None if t is None else torch.cat([t[..., y:y + tile_h, x:x + tile_w] for y, x in chunk])
-                 for t in inputs]
+        chunk = boxes[start : start + max_minibatch]
+        tiles = [
+            None if t is None else torch.cat([t[..., y : y + tile_h, x : x + tile_w] for y, x in chunk]) for t in inputs
+        ]
         pred = forward(*tiles).float()
         if output is None:
             output = first.new_zeros(1, pred.shape[1], height, width, dtype=torch.float32)
         for (y, x), piece in zip(chunk, pred):
-            output[0, :, y:y + tile_h, x:x + tile_w] += piece
-            weight[..., y:y + tile_h, x:x + tile_w] += 1
+            output[0, :, y : y + tile_h, x : x + tile_w] += piece
+            weight[..., y : y + tile_h, x : x + tile_w] += 1
     return output / weight
 
 
@@ -101,10 +102,13 @@ def format_table(dataset_name: str, summary: dict) -> str:
     if not metrics:
         return f'{dataset_name}: no metrics (no ground truth or no val.metrics)'
     header = ['sequence'] + [f'{m} out' for m in metrics] + [f'{m} in' for m in metrics]
-    rows = [[seq] + [f"{v['output'][m]:.4f}" for m in metrics] + [f"{v['input'][m]:.4f}" for m in metrics]
-            for seq, v in summary['per_sequence'].items()]
-    rows.append(['ALL'] + [f"{summary['output'][m]:.4f}" for m in metrics]
-                + [f"{summary['input'][m]:.4f}" for m in metrics])
+    rows = [
+        [seq] + [f'{v["output"][m]:.4f}' for m in metrics] + [f'{v["input"][m]:.4f}' for m in metrics]
+        for seq, v in summary['per_sequence'].items()
+    ]
+    rows.append(
+        ['ALL'] + [f'{summary["output"][m]:.4f}' for m in metrics] + [f'{summary["input"][m]:.4f}' for m in metrics]
+    )
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = [' | '.join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header] + rows]
     lines.insert(1, '-+-'.join('-' * w for w in widths))

@@ -57,18 +57,29 @@ TRAIN_OPTIONS = Section(
         'total_iter': Key(int, check=_positive, doc='number of training iterations'),
         'warmup_iter': Key(int, default=-1, doc='linear warm-up iterations; -1 = none'),
         'pixel_opt': Component(LOSS_REGISTRY, doc='e.g. {type: PSNRLoss, loss_weight: 0.5}'),
-        'perceptual_opt': Key((dict, None), default=None,
-                              check=lambda v: 'perceptual losses are not supported; set it to ~',
-                              doc='accepted for compatibility; must be null'),
-        'stage_weights': Key((list, None), default=None,
-                             doc='per-output loss weights; null = equal weights (the reference)'),
+        'perceptual_opt': Key(
+            (dict, None),
+            default=None,
+            check=lambda v: 'perceptual losses are not supported; set it to ~',
+            doc='accepted for compatibility; must be null',
+        ),
+        'stage_weights': Key(
+            (list, None), default=None, doc='per-output loss weights; null = equal weights (the reference)'
+        ),
         'use_grad_clip': Key(bool, default=True, doc='clip the gradient norm (the reference does)'),
         'grad_clip_norm': Key(float, default=0.01, check=_positive, doc='max gradient norm'),
-        'max_nonfinite_steps': Key(int, default=10, check=_positive,
-                                   doc='stop after this many consecutive updates skipped for a NaN/inf loss or '
-                                       'gradient'),
-        'ema_decay': Key(float, default=0.0, check=lambda v: None if 0 <= v < 1 else 'must be in [0, 1)',
-                         doc='EMA of the weights; 0 = off'),
+        'max_nonfinite_steps': Key(
+            int,
+            default=10,
+            check=_positive,
+            doc='stop after this many consecutive updates skipped for a NaN/inf loss or gradient',
+        ),
+        'ema_decay': Key(
+            float,
+            default=0.0,
+            check=lambda v: None if 0 <= v < 1 else 'must be in [0, 1)',
+            doc='EMA of the weights; 0 = off',
+        ),
     }
 )
 
@@ -78,12 +89,16 @@ VAL_OPTIONS = Section(
         'save_img': Key(bool, default=False),
         'grids': Key((bool, None), default=None, doc='tiled inference on crop_size tiles'),
         'crop_size': Key((int, None), default=None, doc='tile size for grids'),
-        'grid_overlap': Key(int, default=32, check=lambda v: None if v >= 0 else f'must be >= 0, got {v}',
-                            doc='tile overlap in pixels'),
+        'grid_overlap': Key(
+            int, default=32, check=lambda v: None if v >= 0 else f'must be >= 0, got {v}', doc='tile overlap in pixels'
+        ),
         'max_minibatch': Key(int, default=8, check=_positive, doc='tiles per forward pass'),
-        'rgb2bgr': Key((bool, None), default=None,
-                       doc="swap the colour channels for OpenCV (PNGs, metrics); null = follow the data's channel "
-                           'order (BGR frames: no swap)'),
+        'rgb2bgr': Key(
+            (bool, None),
+            default=None,
+            doc="swap the colour channels for OpenCV (PNGs, metrics); null = follow the data's channel "
+            'order (BGR frames: no swap)',
+        ),
         'use_image': Key(bool, default=True, doc='metrics on uint8-rounded images (the reference)'),
         'pbar': Key(bool, default=True, doc='progress bar during validation'),
         'metrics': MapOf(Component(METRIC_REGISTRY), default=None),
@@ -111,8 +126,12 @@ def metric_image(tensor: torch.Tensor, swap: bool, use_image: bool) -> np.ndarra
 
 
 def compute_metrics(
-    metrics: Mapping[str, MetricFunction], output: torch.Tensor, frame: torch.Tensor, frame_gt: torch.Tensor | None,
-    swap: bool, use_image: bool,
+    metrics: Mapping[str, MetricFunction],
+    output: torch.Tensor,
+    frame: torch.Tensor,
+    frame_gt: torch.Tensor | None,
+    swap: bool,
+    use_image: bool,
 ) -> dict[str, dict[str, float]]:
     """Each metric of the restored ``output`` and of the blurry ``frame`` against ``frame_gt``.
 
@@ -240,8 +259,9 @@ class ImageEventRestorationModel(BaseModel):
         preds = list(preds) if isinstance(preds, (list, tuple)) else [preds]
         weights = train_opt['stage_weights'] or [1.0] * len(preds)
         if len(weights) != len(preds):
-            raise ValueError(f'train.stage_weights has {len(weights)} entries but the network returns {len(preds)} '
-                             'outputs.')
+            raise ValueError(
+                f'train.stage_weights has {len(weights)} entries but the network returns {len(preds)} outputs.'
+            )
         stage_losses = [w * self.cri_pix(pred.float(), self.frame_gt) for w, pred in zip(weights, preds)]
         l_pix = torch.stack(stage_losses).sum()
         self.scaler.scale(l_pix).backward()
@@ -294,8 +314,13 @@ class ImageEventRestorationModel(BaseModel):
         val_opt = self.opt['val']
         if val_opt['grids']:
             outputs = [
-                tiled_forward(forward, [t if t is None else t[i:i + 1] for t in (frame, voxel, mask)],
-                              val_opt['crop_size'], val_opt['grid_overlap'], val_opt['max_minibatch'])
+                tiled_forward(
+                    forward,
+                    [t if t is None else t[i : i + 1] for t in (frame, voxel, mask)],
+                    val_opt['crop_size'],
+                    val_opt['grid_overlap'],
+                    val_opt['max_minibatch'],
+                )
                 for i in range(len(frame))
             ]
             output = torch.cat(outputs)
@@ -342,8 +367,9 @@ class ImageEventRestorationModel(BaseModel):
                 gt_i = None if frame_gt is None else frame_gt[item]
                 check_finite(name, seq, index, output=output[item], frame=frame[item], frame_gt=gt_i)
                 record = {'name': batch['name'][i], 'seq': seq, 'index': index}
-                record.update(compute_metrics(self.metrics, output[item], frame[item], gt_i, swap,
-                                              self.opt['val']['use_image']))
+                record.update(
+                    compute_metrics(self.metrics, output[item], frame[item], gt_i, swap, self.opt['val']['use_image'])
+                )
                 records.append(record)
                 if save_dir is not None:
                     imwrite(tensor2img(output[item], rgb2bgr=swap), save_dir / seq / f'{index:04d}.png')

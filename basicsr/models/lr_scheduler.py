@@ -54,8 +54,13 @@ def _one_per(key: str, per_key: str) -> Any:
         a, b = values[per_key], values[key]
         if len(a) == len(b):
             return []
-        return [(key, f'needs one entry per {per_key[:-1]}: {per_key} has {len(a)} ({list(a)}), {key} has {len(b)} '
-                      f'({list(b)})')]
+        return [
+            (
+                key,
+                f'needs one entry per {per_key[:-1]}: {per_key} has {len(a)} ({list(a)}), {key} has {len(b)} '
+                f'({list(b)})',
+            )
+        ]
 
     return rule
 
@@ -83,8 +88,12 @@ class TrueCosineAnnealingLR(CosineAnnealingLR):
     """
 
     option_schema: ClassVar[dict[str, Key]] = {
-        'T_max': Key(int, required=True, check=lambda v: None if v > 0 else f'must be a positive integer '
-                     f'(iterations), got {v}', doc='iterations of the half cosine'),
+        'T_max': Key(
+            int,
+            required=True,
+            check=lambda v: None if v > 0 else f'must be a positive integer (iterations), got {v}',
+            doc='iterations of the half cosine',
+        ),
         'eta_min': ETA_MIN,
     }
 
@@ -115,8 +124,9 @@ class CosineAnnealingRestartLR(LRScheduler):
     """
 
     option_schema: ClassVar[dict[str, Key]] = {
-        'periods': Key(list, required=True, check=_iterations(positive=True, non_empty=True),
-                       doc='steps of each cosine period'),
+        'periods': Key(
+            list, required=True, check=_iterations(positive=True, non_empty=True), doc='steps of each cosine period'
+        ),
         'restart_weights': Key(list, default=[1], doc='peak factor of each period, one per period'),
         'eta_min': ETA_MIN,
     }
@@ -189,8 +199,11 @@ class MultiStepRestartLR(LRScheduler):
 
     def get_lr(self) -> list[float]:
         step = self.last_epoch
-        started = [(restart, weight) for restart, weight in zip(self.restarts, self.restart_weights, strict=True)
-                   if restart <= step]
+        started = [
+            (restart, weight)
+            for restart, weight in zip(self.restarts, self.restart_weights, strict=True)
+            if restart <= step
+        ]
         last_restart, weight = max(started) if started else (-1, 1.0)
         decays = sum(1 for milestone in self.milestones if last_restart < milestone <= step)
         return [base_lr * weight * self.gamma**decays for base_lr in self.base_lrs]

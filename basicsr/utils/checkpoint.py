@@ -25,8 +25,16 @@ from basicsr.utils.option_schema import thaw
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['CheckpointError', 'CheckpointMismatchError', 'load_network', 'newest_readable_training_state',
-           'read_state_dict', 'read_training_state', 'save_network', 'unwrap_network']
+__all__ = [
+    'CheckpointError',
+    'CheckpointMismatchError',
+    'load_network',
+    'newest_readable_training_state',
+    'read_state_dict',
+    'read_training_state',
+    'save_network',
+    'unwrap_network',
+]
 
 _PARAM_KEYS = ('params', 'params_ema')
 _LISTED_KEYS = 10  # names listed per category in mismatch messages; the rest are counted
@@ -46,8 +54,14 @@ class CheckpointMismatchError(CheckpointError):
         mismatched: ``(name, checkpoint shape, network shape)`` for names in both with different shapes.
     """
 
-    def __init__(self, message: str, path: str, missing: list[str], unexpected: list[str],
-                 mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]):
+    def __init__(
+        self,
+        message: str,
+        path: str,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    ):
         super().__init__(message)
         self.path = path
         self.missing = missing
@@ -68,12 +82,15 @@ def unwrap_network(net: nn.Module) -> nn.Module:
 
 def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Remove the ``module.`` prefix that (Distributed)DataParallel adds to every name."""
-    return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
+    return {key[len('module.') :] if key.startswith('module.') else key: value for key, value in state_dict.items()}
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _listing(names: list[str]) -> str:
@@ -140,9 +157,11 @@ def read_training_state(path: str | os.PathLike) -> dict[str, Any]:
     state = _load_torch_file(path, 'Training state file', 'check path.resume_state (or use --auto_resume).')
     if not isinstance(state, Mapping) or not isinstance(state.get('iter'), int):
         found = sorted(map(str, state)) if isinstance(state, Mapping) else type(state).__name__
-        raise CheckpointError(f"Training state file '{path}' is not a training state (expected a dict with an "
-                              f"integer 'iter', found {found}); point path.resume_state to a file under "
-                              'training_states/.')
+        raise CheckpointError(
+            f"Training state file '{path}' is not a training state (expected a dict with an "
+            f"integer 'iter', found {found}); point path.resume_state to a file under "
+            'training_states/.'
+        )
     return dict(state)
 
 
@@ -159,25 +178,32 @@ def newest_readable_training_state(folder: str | os.PathLike) -> tuple[Path, dic
         CheckpointError: there are states but none can be read; the message lists them.
     """
     folder = Path(folder)
-    states = sorted((p for p in folder.glob('*.state') if p.stem.isdigit()), key=lambda p: int(p.stem),
-                    reverse=True) if folder.is_dir() else []
+    states = (
+        sorted((p for p in folder.glob('*.state') if p.stem.isdigit()), key=lambda p: int(p.stem), reverse=True)
+        if folder.is_dir()
+        else []
+    )
     for path in states:
         try:
             return path, read_training_state(path)
         except CheckpointError as error:
             logger.warning('Skipping the newest training state: %s', error)
     if states:
-        raise CheckpointError(f"None of the training states in '{folder}' can be read "
-                              f"({', '.join(p.name for p in states)}); start again without --auto_resume, or point "
-                              'path.resume_state to a readable state.')
+        raise CheckpointError(
+            f"None of the training states in '{folder}' can be read "
+            f'({", ".join(p.name for p in states)}); start again without --auto_resume, or point '
+            'path.resume_state to a readable state.'
+        )
     return None
 
 
 def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tuple[dict[str, Any], str]:
     """The state dict to load and a description of where it came from."""
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"Checkpoint file '{path}' holds a {type(checkpoint).__name__}, not a dict; expected "
-                              "{'params': state_dict} or a bare state dict.")
+        raise CheckpointError(
+            f"Checkpoint file '{path}' holds a {type(checkpoint).__name__}, not a dict; expected "
+            "{'params': state_dict} or a bare state dict."
+        )
     if param_key is not None and param_key in checkpoint:
         state_dict, origin = checkpoint[param_key], f"key '{param_key}'"
     elif _is_state_dict(checkpoint):
@@ -187,15 +213,20 @@ def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tup
             message = f"Checkpoint file '{path}' is not a bare state dict (param_key=None)"
         else:
             message = f"Checkpoint file '{path}' has no key '{param_key}' and is not a bare state dict"
-        message += f"; its top-level keys are: {_listing([str(k) for k in checkpoint])}."
+        message += f'; its top-level keys are: {_listing([str(k) for k in checkpoint])}.'
         alternatives = [k for k in _PARAM_KEYS if k in checkpoint and k != param_key]
         if alternatives:
-            message += f" It has {' and '.join(repr(k) for k in alternatives)}: set param_key " \
-                       f"(path.param_key_g in the options) to {alternatives[0]!r}."
+            message += (
+                f' It has {" and ".join(repr(k) for k in alternatives)}: set param_key '
+                f'(path.param_key_g in the options) to {alternatives[0]!r}.'
+            )
         raise CheckpointError(message)
     if not _is_state_dict(state_dict):
-        bad = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)] \
-            if isinstance(state_dict, Mapping) else []
+        bad = (
+            [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+            if isinstance(state_dict, Mapping)
+            else []
+        )
         detail = f'non-tensor entries: {_listing(bad)}' if bad else f'got {type(state_dict).__name__}'
         raise CheckpointError(f"Checkpoint file '{path}' ({origin}) is not a state dict of tensors ({detail}).")
     return _strip_module_prefix(state_dict), origin
@@ -204,21 +235,28 @@ def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tup
 def _compare(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]):
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape))
-                  for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
     return missing, unexpected, mismatched
 
 
 def _mismatch_report(missing, unexpected, mismatched, expected) -> list[str]:
     lines = []
     if missing:
-        lines.append(f'{len(missing)} missing (in the network, not in the checkpoint): '
-                     + _listing([f'{k} {tuple(expected[k].shape)}' for k in missing]))
+        lines.append(
+            f'{len(missing)} missing (in the network, not in the checkpoint): '
+            + _listing([f'{k} {tuple(expected[k].shape)}' for k in missing])
+        )
     if unexpected:
         lines.append(f'{len(unexpected)} unexpected (in the checkpoint, not in the network): ' + _listing(unexpected))
     if mismatched:
-        lines.append(f'{len(mismatched)} with a different shape: '
-                     + _listing([f'{k} checkpoint {ckpt} vs network {net}' for k, ckpt, net in mismatched]))
+        lines.append(
+            f'{len(mismatched)} with a different shape: '
+            + _listing([f'{k} checkpoint {ckpt} vs network {net}' for k, ckpt, net in mismatched])
+        )
     return lines
 
 
@@ -233,8 +271,9 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = 'params') -
     return _select_state_dict(_read_checkpoint(path), path, param_key)[0]
 
 
-def load_network(net: nn.Module, path: str | os.PathLike, strict: bool = True,
-                 param_key: str | None = 'params') -> nn.Module:
+def load_network(
+    net: nn.Module, path: str | os.PathLike, strict: bool = True, param_key: str | None = 'params'
+) -> nn.Module:
     """Load weights from a checkpoint file into ``net`` (in place) and return ``net``.
 
     Args:
@@ -263,13 +302,23 @@ def load_network(net: nn.Module, path: str | os.PathLike, strict: bool = True,
     report = _mismatch_report(missing, unexpected, mismatched, expected)
     if report and strict:
         raise CheckpointMismatchError(
-            f"Checkpoint '{path}' ({origin}) does not match {type(target).__name__}:\n  " + '\n  '.join(report)
+            f"Checkpoint '{path}' ({origin}) does not match {type(target).__name__}:\n  "
+            + '\n  '.join(report)
             + '\nCheck that network_g has the settings the checkpoint was trained with, or load only the matching '
             'entries with strict=False (strict_load_g: false).',
-            path, missing, unexpected, mismatched)
+            path,
+            missing,
+            unexpected,
+            mismatched,
+        )
     if report:
-        logger.warning("Loading '%s' (%s) non-strictly into %s; skipped:\n  %s", path, origin, type(target).__name__,
-                       '\n  '.join(report))
+        logger.warning(
+            "Loading '%s' (%s) non-strictly into %s; skipped:\n  %s",
+            path,
+            origin,
+            type(target).__name__,
+            '\n  '.join(report),
+        )
         skip = {k for k, _, _ in mismatched}
         state_dict = {k: v for k, v in state_dict.items() if k in expected and k not in skip}
     target.load_state_dict(state_dict, strict=strict)
@@ -277,8 +326,9 @@ def load_network(net: nn.Module, path: str | os.PathLike, strict: bool = True,
     return net
 
 
-def save_network(net: nn.Module, path: str | os.PathLike, param_key: str = 'params',
-                 extra: Mapping[str, Any] | None = None) -> None:
+def save_network(
+    net: nn.Module, path: str | os.PathLike, param_key: str = 'params', extra: Mapping[str, Any] | None = None
+) -> None:
     """Save ``{param_key: state_dict, **extra}`` to ``path`` atomically.
 
     The state dict comes from the unwrapped network (no ``module.`` prefix), with tensors moved to

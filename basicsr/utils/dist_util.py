@@ -38,7 +38,8 @@ def check_launcher(launcher: str, environ: Mapping[str, str]) -> None:
             f'the environment says WORLD_SIZE={world_size} (started by torchrun or torch.distributed.launch) but '
             'the program runs with --launcher none, so every process would train on its own into the same '
             'experiment folder; add --launcher pytorch to the command line (or start a single process without '
-            'torchrun)')
+            'torchrun)'
+        )
 
 
 def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
@@ -72,13 +73,16 @@ def init_dist(launcher: str, backend: str = 'nccl', port: int = 29500, timeout_s
 def _require_env(launcher: str, names: tuple[str, ...], how: str) -> None:
     missing = [name for name in names if name not in os.environ]
     if missing:
-        raise RuntimeError(f"--launcher {launcher} needs the environment variables {', '.join(missing)}; {how}")
+        raise RuntimeError(f'--launcher {launcher} needs the environment variables {", ".join(missing)}; {how}')
 
 
 def _init_dist_pytorch(backend: str, timeout: timedelta) -> None:
-    _require_env('pytorch', ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
-                 "start the program with 'torchrun --nproc_per_node=N basicsr/train.py ...' or "
-                 "'python -m torch.distributed.launch ...', or use --launcher none for a single process.")
+    _require_env(
+        'pytorch',
+        ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+        "start the program with 'torchrun --nproc_per_node=N basicsr/train.py ...' or "
+        "'python -m torch.distributed.launch ...', or use --launcher none for a single process.",
+    )
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if backend == 'nccl':
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -86,13 +90,17 @@ def _init_dist_pytorch(backend: str, timeout: timedelta) -> None:
 
 
 def _init_dist_slurm(backend: str, port: int, timeout: timedelta) -> None:
-    _require_env('slurm', ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
-                 'start the program with srun, or use --launcher pytorch / none.')
+    _require_env(
+        'slurm',
+        ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+        'start the program with srun, or use --launcher pytorch / none.',
+    )
     proc_id = int(os.environ['SLURM_PROCID'])
     ntasks = int(os.environ['SLURM_NTASKS'])
     node_list = os.environ['SLURM_NODELIST']
-    addr = subprocess.run(['scontrol', 'show', 'hostname', node_list], check=True, capture_output=True,
-                          text=True).stdout.splitlines()[0]
+    addr = subprocess.run(
+        ['scontrol', 'show', 'hostname', node_list], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[0]
     os.environ.setdefault('MASTER_PORT', str(port))
     os.environ.setdefault('MASTER_ADDR', addr)
     os.environ['WORLD_SIZE'] = str(ntasks)
@@ -151,8 +159,9 @@ def broadcast_seed(seed: int) -> int:
     return int(shared.item())
 
 
-def choose_run_seed(manual_seed: int | None, resumed_seed: int | None = None,
-                    source: str = 'the training state') -> int:
+def choose_run_seed(
+    manual_seed: int | None, resumed_seed: int | None = None, source: str = 'the training state'
+) -> int:
     """The run's base seed, the same on every rank (each rank then seeds itself with ``seed + rank``).
 
     A resumed run keeps the seed of its state; a new run uses ``manual_seed``, or draws one on rank 0 and
@@ -171,7 +180,8 @@ def choose_run_seed(manual_seed: int | None, resumed_seed: int | None = None,
             raise InvalidInputError(
                 f"manual_seed is {manual_seed} in the option file but '{source}' was trained with seed "
                 f'{resumed_seed}; set manual_seed: {resumed_seed} (or ~) to continue it exactly, or start a new run '
-                'from its weights with path.pretrain_network_g')
+                'from its weights with path.pretrain_network_g'
+            )
         return resumed_seed
     if manual_seed is not None:
         return manual_seed
@@ -206,7 +216,8 @@ def this_rank_part(parts: list[Any], what: str, source: str) -> Any:
         raise InvalidInputError(
             f"'{source}' holds the {what} of {len(parts)} processes but this run has {world_size}; an exact "
             f'resume needs the same number of processes: start it with {len(parts)} (e.g. torchrun '
-            f'--nproc_per_node={len(parts)}), or start a new run from its weights with path.pretrain_network_g')
+            f'--nproc_per_node={len(parts)}), or start a new run from its weights with path.pretrain_network_g'
+        )
     return parts[rank]
 
 
@@ -238,8 +249,13 @@ class RankWatchdog:
         self._thread = threading.Thread(target=self._watch, name='basicsr-rank-watchdog', daemon=True)
 
     def _connect(self) -> torch_dist.Store:
-        client = torch_dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), is_master=False,
-                                     timeout=timedelta(seconds=self.silence_s), wait_for_workers=False)
+        client = torch_dist.TCPStore(
+            os.environ['MASTER_ADDR'],
+            int(os.environ['MASTER_PORT']),
+            is_master=False,
+            timeout=timedelta(seconds=self.silence_s),
+            wait_for_workers=False,
+        )
         return torch_dist.PrefixStore('basicsr/alive', client)
 
     def start(self) -> RankWatchdog:
@@ -266,9 +282,11 @@ class RankWatchdog:
             silent = self._silent_ranks(self._survey_s - self.interval_s)
             if silent:
                 first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ''
-                self._end(f'rank {", ".join(map(str, silent))} stopped answering (it died, or is stopped or frozen) '
-                          f'and a collective failed ({type(error).__name__}: {first_line})',
-                          pause_may_be_legitimate=False)
+                self._end(
+                    f'rank {", ".join(map(str, silent))} stopped answering (it died, or is stopped or frozen) '
+                    f'and a collective failed ({type(error).__name__}: {first_line})',
+                    pause_may_be_legitimate=False,
+                )
         self.stop()
 
     @property
@@ -288,13 +306,17 @@ class RankWatchdog:
             beat += 1
             counters = self._exchange(beat, others)
             now = time.monotonic()
-            self._seen = {rank: (counters[rank], now if counters[rank] != self._seen[rank][0] else self._seen[rank][1])
-                          for rank in others}
+            self._seen = {
+                rank: (counters[rank], now if counters[rank] != self._seen[rank][0] else self._seen[rank][1])
+                for rank in others
+            }
             silent = self._silent_ranks(self.silence_s)
             if silent and not self._stop.is_set():
                 names = ', '.join(map(str, silent))
-                self._end(f'rank {names} showed no sign of life for {self.silence_s:.0f} s (the process is stopped, '
-                          'frozen or dead)')
+                self._end(
+                    f'rank {names} showed no sign of life for {self.silence_s:.0f} s (the process is stopped, '
+                    'frozen or dead)'
+                )
 
     def _exchange(self, beat: int, others: list[int]) -> dict[int, bytes | None]:
         """Publish this rank's counter and read the others'; ends the job when the store does not answer.
@@ -308,8 +330,9 @@ class RankWatchdog:
         def talk() -> None:
             try:
                 self._store.set(str(self.rank), str(beat))
-                result.update({rank: self._store.get(str(rank)) if self._store.check([str(rank)]) else None
-                               for rank in others})
+                result.update(
+                    {rank: self._store.get(str(rank)) if self._store.check([str(rank)]) else None for rank in others}
+                )
             except RuntimeError as error:
                 errors.append(error)
 
@@ -318,18 +341,24 @@ class RankWatchdog:
         helper.join(self.silence_s)
         if (helper.is_alive() or errors) and not self._stop.is_set():
             cause = f' ({errors[0]})' if errors else ''
-            self._end(f'the rendezvous store at {os.environ.get("MASTER_ADDR")}:{os.environ.get("MASTER_PORT")} '
-                      f'(hosted by rank 0, or by the launcher under torchrun) did not answer within '
-                      f'{self.silence_s:.0f} s{cause}')
+            self._end(
+                f'the rendezvous store at {os.environ.get("MASTER_ADDR")}:{os.environ.get("MASTER_PORT")} '
+                f'(hosted by rank 0, or by the launcher under torchrun) did not answer within '
+                f'{self.silence_s:.0f} s{cause}'
+            )
         return result if len(result) == len(others) else {rank: None for rank in others}
 
     def _end(self, cause: str, pause_may_be_legitimate: bool = True) -> None:
         """Log ``cause`` and what to do, and exit this process with status 2 (the launcher ends the others)."""
-        message = (f'{cause}; rank {self.rank} ends the job so that the launcher stops the other ranks. Look at '
-                   'the log and the node of that rank')
+        message = (
+            f'{cause}; rank {self.rank} ends the job so that the launcher stops the other ranks. Look at '
+            'the log and the node of that rank'
+        )
         if pause_may_be_legitimate:
-            message += ('; if ranks legitimately pause this long, raise dist_params.timeout (twice this silence) in '
-                        'the option file')
+            message += (
+                '; if ranks legitimately pause this long, raise dist_params.timeout (twice this silence) in '
+                'the option file'
+            )
         logger = logging.getLogger(__name__)
         if logger.hasHandlers():  # the run's log (console and file)
             logger.error('%s.', message)

@@ -71,8 +71,9 @@ def write_error(path: str | os.PathLike, error: BaseException) -> WriteError:
     free = bytes_free(path)
     space = f'{free:,} bytes free on its disk' if free is not None else 'free space unknown'
     fix = _FIXES.get(code, 'check that the disk has space and the folder is writable')
-    message = (f"cannot write '{os.fspath(path)}': {cause} ({space}); the previous file of that name, if any, is "
-               f'intact; {fix}')
+    message = (
+        f"cannot write '{os.fspath(path)}': {cause} ({space}); the previous file of that name, if any, is intact; {fix}"
+    )
     written = WriteError(message)
     written.errno = code
     return written
@@ -110,8 +111,9 @@ def make_folder(folder: str | os.PathLike) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise WriteError(f"cannot write into '{existing}': it exists and is not a folder; remove it or choose "
-                         'another output path')
+        raise WriteError(
+            f"cannot write into '{existing}': it exists and is not a folder; remove it or choose another output path"
+        )
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:

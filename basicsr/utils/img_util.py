@@ -59,7 +59,7 @@ def _tile(batch: torch.Tensor) -> torch.Tensor:
     grid = batch.new_zeros(c, rows * h, cols * w)
     for i in range(n):
         r, q = divmod(i, cols)
-        grid[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = batch[i]
+        grid[:, r * h : (r + 1) * h, q * w : (q + 1) * w] = batch[i]
     return grid
 
 
@@ -75,7 +75,7 @@ def imread(path: str | Path, flag: str = 'color', float32: bool = False) -> np.n
         ValueError: OpenCV cannot decode the file.
     """
     if flag not in _READ_FLAGS:
-        raise ValueError(f"flag must be one of {', '.join(_READ_FLAGS)}, got {flag!r}")
+        raise ValueError(f'flag must be one of {", ".join(_READ_FLAGS)}, got {flag!r}')
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image file '{path}' does not exist.")

@@ -78,12 +78,12 @@ class MessageLogger:
         """The log line for a dict with epoch, iter, lrs, time, data_time and loss values."""
         current_iter = log_vars['iter']
         lrs = ','.join(f'{lr:.3e}' for lr in log_vars['lrs'])
-        line = f"[{self.exp_name[:5]}..][epoch:{log_vars['epoch']:3d}, iter:{current_iter:8,d}, lr:({lrs},)] "
+        line = f'[{self.exp_name[:5]}..][epoch:{log_vars["epoch"]:3d}, iter:{current_iter:8,d}, lr:({lrs},)] '
         if 'time' in log_vars:
             done = max(current_iter - self.start_iter, 1)
             seconds_per_iter = (time.time() - self.start_time) / done
             eta = format_eta(seconds_per_iter * (self.total_iter - current_iter))
-            line += f"[eta: {eta}, time (data): {log_vars['time']:.3f} ({log_vars['data_time']:.3f})] "
+            line += f'[eta: {eta}, time (data): {log_vars["time"]:.3f} ({log_vars["data_time"]:.3f})] '
         skip = {'epoch', 'iter', 'lrs', 'time', 'data_time'}
         line += ' '.join(f'{key}: {value:.4e}' for key, value in log_vars.items() if key not in skip)
         return line
@@ -126,8 +126,13 @@ def init_wandb_logger(opt: Any, log_dir: str | Path) -> Any:
     wandb_opt = opt['logger']['wandb']
     resume_id = wandb_opt['resume_id']
     return wandb.init(
-        id=resume_id or wandb.util.generate_id(), resume='allow' if resume_id else 'never', name=opt['name'],
-        config=opt.to_dict(), project=wandb_opt['project'], sync_tensorboard=True, dir=str(log_dir),
+        id=resume_id or wandb.util.generate_id(),
+        resume='allow' if resume_id else 'never',
+        name=opt['name'],
+        config=opt.to_dict(),
+        project=wandb_opt['project'],
+        sync_tensorboard=True,
+        dir=str(log_dir),
     )
 
 
@@ -135,8 +140,9 @@ def git_revision(folder: str | Path | None = None) -> str:
     """Short git revision of ``folder`` (default: this package's checkout), or 'unknown'."""
     folder = Path(folder) if folder else Path(__file__).resolve().parent
     try:
-        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=folder, capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'], cwd=folder, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return 'unknown'
     return out.stdout.strip() if out.returncode == 0 else 'unknown'

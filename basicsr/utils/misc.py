@@ -57,10 +57,14 @@ def capture_rng_state() -> dict:
     version, internal, gauss_next = random.getstate()
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     return {
-        'python': {'version': version, 'internal': torch.tensor(internal, dtype=torch.int64),
-                   'gauss_next': gauss_next},
-        'numpy': {'name': name, 'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos),
-                  'has_gauss': int(has_gauss), 'cached_gaussian': float(cached_gaussian)},
+        'python': {'version': version, 'internal': torch.tensor(internal, dtype=torch.int64), 'gauss_next': gauss_next},
+        'numpy': {
+            'name': name,
+            'keys': torch.from_numpy(keys.astype(np.int64)),
+            'pos': int(pos),
+            'has_gauss': int(has_gauss),
+            'cached_gaussian': float(cached_gaussian),
+        },
         'torch': torch.get_rng_state(),
         'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -75,8 +79,15 @@ def restore_rng_state(state: dict) -> None:
     python = state['python']
     random.setstate((python['version'], tuple(python['internal'].tolist()), python['gauss_next']))
     numpy = state['numpy']
-    np.random.set_state((numpy['name'], numpy['keys'].numpy().astype(np.uint32), numpy['pos'], numpy['has_gauss'],
-                         numpy['cached_gaussian']))
+    np.random.set_state(
+        (
+            numpy['name'],
+            numpy['keys'].numpy().astype(np.uint32),
+            numpy['pos'],
+            numpy['has_gauss'],
+            numpy['cached_gaussian'],
+        )
+    )
     torch.set_rng_state(state['torch'])
     cuda_states = state['cuda']
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -86,4 +97,6 @@ def restore_rng_state(state: dict) -> None:
         logging.getLogger(__name__).warning(
             'The training state holds the CUDA random-number states of %d devices but %d are visible; the states '
             'of the others are not restored, so random draws on them will not repeat the interrupted run.',
-            len(cuda_states), visible)
+            len(cuda_states),
+            visible,
+        )

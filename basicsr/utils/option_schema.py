@@ -138,7 +138,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path or '<top level>'}: {self.message}"
+        return f'{self.path or "<top level>"}: {self.message}'
 
 
 class Node:
@@ -201,7 +201,7 @@ class Key(Node):
             words.append('null (~)')
         text = ' or '.join(words)
         if self.choices is not None:
-            text += f" (one of: {', '.join(map(str, self.choices))})"
+            text += f' (one of: {", ".join(map(str, self.choices))})'
         return text
 
     def check(self, value: Any, path: str, problems: list[Problem]) -> Any:
@@ -217,9 +217,7 @@ class Key(Node):
         if self.choices is not None and value not in self.choices:
             hint = closest_match(str(value), [str(c) for c in self.choices])
             extra = f"; did you mean '{hint}'?" if hint is not None else ''
-            problems.append(
-                Problem(path, f"must be one of {', '.join(map(str, self.choices))}, got {value!r}{extra}")
-            )
+            problems.append(Problem(path, f'must be one of {", ".join(map(str, self.choices))}, got {value!r}{extra}'))
         elif self._check is not None:
             error = self._check(value)
             if error:
@@ -231,9 +229,7 @@ def _join(path: str, key: Any) -> str:
     return f'{path}.{key}' if path else str(key)
 
 
-def _check_mapping(
-    value: Any, keys: Mapping[str, Node], path: str, problems: list[Problem], what: str = ''
-) -> dict:
+def _check_mapping(value: Any, keys: Mapping[str, Node], path: str, problems: list[Problem], what: str = '') -> dict:
     """Check a mapping against known keys: unknown/missing keys and each value, defaults filled in."""
     if not isinstance(value, Mapping):
         problems.append(Problem(path, f'must be a mapping of keys{what}, got {_describe(value)}'))
@@ -244,7 +240,7 @@ def _check_mapping(
             hint = closest_match(str(key), keys)
             message = f"unknown key '{key}'{what}"
             message += f"; did you mean '{hint}'?" if hint is not None else '.'
-            message += f" Known keys here: {', '.join(sorted(keys)) or '(none)'}."
+            message += f' Known keys here: {", ".join(sorted(keys)) or "(none)"}.'
             problems.append(Problem(_join(path, key), message))
             continue
         result[key] = keys[key].check(item, _join(path, key), problems)
@@ -331,8 +327,16 @@ class MapOf(Node):
 
 def _annotation_types(annotation: Any) -> tuple:
     """Accepted YAML types for a simple constructor annotation; () when it is not simple."""
-    simple = {int: (int,), float: (float,), bool: (bool,), str: (str,), 'int': (int,), 'float': (float,),
-              'bool': (bool,), 'str': (str,)}
+    simple = {
+        int: (int,),
+        float: (float,),
+        bool: (bool,),
+        str: (str,),
+        'int': (int,),
+        'float': (float,),
+        'bool': (bool,),
+        'str': (str,),
+    }
     return simple.get(annotation, ())
 
 
@@ -405,9 +409,12 @@ class Component(Node):
         type_name = value.get('type')
         if not isinstance(type_name, str):
             problems.append(
-                Problem(_join(path, 'type'), 'required key is missing or not a string (a registered '
-                        f'{self.registry.name} name, '
-                        f"one of: {', '.join(self.registry.keys())})")
+                Problem(
+                    _join(path, 'type'),
+                    'required key is missing or not a string (a registered '
+                    f'{self.registry.name} name, '
+                    f'one of: {", ".join(self.registry.keys())})',
+                )
             )
             return dict(value)
         try:
@@ -436,7 +443,7 @@ def validate(tree: Any, schema: Node) -> tuple[Any, list[Problem]]:
 
 def format_problems(header: str, problems: list[Problem]) -> str:
     """One message: ``header`` (what was checked), the problem count, then every problem on its own line."""
-    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    count = f'{len(problems)} problem{"s" if len(problems) > 1 else ""}'
     return f'{header} ({count}):\n' + '\n'.join(f'  - {p}' for p in problems)
 
 
@@ -454,6 +461,6 @@ def check_component(registry: Registry, options: Mapping[str, Any], where: str =
     """
     result, problems = validate(options, Component(registry, required=True, **node_args))
     if problems:
-        where = where or f"{registry.name} options of type {options.get('type')!r}"
+        where = where or f'{registry.name} options of type {options.get("type")!r}'
         raise InvalidInputError(format_problems(f'Invalid {where}', problems))
     return freeze(result)

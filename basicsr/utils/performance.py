@@ -48,19 +48,30 @@ _NATIVE_BF16_CPU_FLAGS = frozenset({'amx_bf16', 'avx512_bf16'})
 def _auto_or_bool(value: Any) -> str | None:
     if isinstance(value, bool) or value == 'auto':
         return None
-    return f"must be auto, true or false, got {value!r}"
+    return f'must be auto, true or false, got {value!r}'
 
 
 PERFORMANCE_SCHEMA = Section(
     {
-        'amp': Key((str, None), default='auto', choices=('auto', 'bf16', 'fp16'),
-                   doc='mixed precision: auto (bf16 where the hardware runs it natively, else float32), bf16, '
-                       'fp16 (CUDA only) or ~ (float32)'),
-        'channels_last': Key((bool, str), default='auto', check=_auto_or_bool,
-                             doc='NHWC memory format for the network: auto (CPU; CUDA with amp), true or false'),
-        'compile': Key((bool, str), default='auto', check=_auto_or_bool,
-                       doc="torch.compile the network's forward: auto (off: see basicsr/utils/performance.py), "
-                           'true or false'),
+        'amp': Key(
+            (str, None),
+            default='auto',
+            choices=('auto', 'bf16', 'fp16'),
+            doc='mixed precision: auto (bf16 where the hardware runs it natively, else float32), bf16, '
+            'fp16 (CUDA only) or ~ (float32)',
+        ),
+        'channels_last': Key(
+            (bool, str),
+            default='auto',
+            check=_auto_or_bool,
+            doc='NHWC memory format for the network: auto (CPU; CUDA with amp), true or false',
+        ),
+        'compile': Key(
+            (bool, str),
+            default='auto',
+            check=_auto_or_bool,
+            doc="torch.compile the network's forward: auto (off: see basicsr/utils/performance.py), true or false",
+        ),
         'tf32': Key(bool, default=True, doc='TF32 matmul/conv on Ampere+ GPUs'),
         'cudnn_benchmark': Key(bool, default=True),
     },
@@ -116,8 +127,9 @@ def _cuda_has_bf16(device: torch.device) -> bool:
     return major >= 8
 
 
-def resolve_performance(perf: Mapping[str, Any], device: torch.device,
-                        flags: frozenset[str] | None = None) -> EffectivePerformance:
+def resolve_performance(
+    perf: Mapping[str, Any], device: torch.device, flags: frozenset[str] | None = None
+) -> EffectivePerformance:
     """The settings in effect for ``perf`` (the ``performance`` options) on ``device``.
 
     Args:
@@ -146,14 +158,21 @@ def _resolve_amp(amp: str | None, device: torch.device, flags: frozenset[str]) -
             return torch.bfloat16 if _cuda_has_bf16(device) else None
         return torch.bfloat16 if device.type == 'cpu' and cpu_has_native_bf16(flags) else None
     if amp == 'fp16' and device.type != 'cuda':
-        raise InvalidInputError(f'performance.amp: fp16 needs a CUDA device, but the run is on {device}; use bf16 on '
-                                'the CPU, auto, or set performance.amp: ~ (float32)')
+        raise InvalidInputError(
+            f'performance.amp: fp16 needs a CUDA device, but the run is on {device}; use bf16 on '
+            'the CPU, auto, or set performance.amp: ~ (float32)'
+        )
     if amp == 'bf16' and device.type == 'cuda' and not _cuda_has_bf16(device):
-        raise InvalidInputError(f'performance.amp: bf16 needs a CUDA device of compute capability 8.0 or newer, got '
-                                f'{torch.cuda.get_device_name(device)}; use fp16, auto or ~ (float32)')
+        raise InvalidInputError(
+            f'performance.amp: bf16 needs a CUDA device of compute capability 8.0 or newer, got '
+            f'{torch.cuda.get_device_name(device)}; use fp16, auto or ~ (float32)'
+        )
     if amp == 'bf16' and device.type == 'cpu' and not cpu_has_native_bf16(flags):
-        warnings.warn('performance.amp: bf16 on a CPU without AMX-BF16 or AVX512-BF16 is emulated and usually '
-                      'slower than float32; set performance.amp: auto or ~', stacklevel=3)
+        warnings.warn(
+            'performance.amp: bf16 on a CPU without AMX-BF16 or AVX512-BF16 is emulated and usually '
+            'slower than float32; set performance.amp: auto or ~',
+            stacklevel=3,
+        )
     return None if amp is None else _AMP_DTYPES[amp]
 
 

@@ -114,8 +114,9 @@ class Registry:
             return self._obj_map[name]
         known = sorted(self._obj_map)
         hint = closest_match(str(name), known)
-        message = (f"No {self._name} named '{name}' is registered. "
-                   f"Known {self._name} names: {', '.join(known) or '(none)'}.")
+        message = (
+            f"No {self._name} named '{name}' is registered. Known {self._name} names: {', '.join(known) or '(none)'}."
+        )
         if hint is not None:
             message += f" Did you mean '{hint}'?"
         raise RegistryError(message)
@@ -137,15 +138,14 @@ class Registry:
 
 
 ARCH_REGISTRY = Registry('arch', modules=['basicsr.archs.efnet_arch'])
-DATASET_REGISTRY = Registry(
-    'dataset', modules=['basicsr.data.h5_image_dataset', 'basicsr.data.raw_event_dataset']
-)
+DATASET_REGISTRY = Registry('dataset', modules=['basicsr.data.h5_image_dataset', 'basicsr.data.raw_event_dataset'])
 MODEL_REGISTRY = Registry('model', modules=['basicsr.models.image_event_restoration_model'])
 LOSS_REGISTRY = Registry('loss', modules=['basicsr.losses.basic_loss'])
 METRIC_REGISTRY = Registry('metric', modules=['basicsr.metrics.psnr_ssim'], runtime_args=('img', 'img2'))
 OPTIMIZER_REGISTRY = Registry('optimizer', modules=['basicsr.models.optimizers'], runtime_args=('params',))
-SCHEDULER_REGISTRY = Registry('scheduler', modules=['basicsr.models.lr_scheduler'],
-                              runtime_args=('optimizer', 'last_epoch'))
+SCHEDULER_REGISTRY = Registry(
+    'scheduler', modules=['basicsr.models.lr_scheduler'], runtime_args=('optimizer', 'last_epoch')
+)
 
 
 def build(registry: Registry, options: Mapping[str, Any], *, type_key: str = 'type', **runtime: Any) -> Any:

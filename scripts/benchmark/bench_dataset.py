@@ -42,10 +42,10 @@ from basicsr.utils.registry import DATASET_REGISTRY
 HEIGHT, WIDTH, CHANNELS = 720, 1280, 6
 
 
-
 def h5_dataset(options: dict) -> H5ImageDataset:
     """An H5ImageDataset from hand-written options, validated like an option file."""
     return H5ImageDataset(check_component(DATASET_REGISTRY, {'type': 'H5ImageDataset', **options}))
+
 
 def write_file(path: Path, items: int, with_max_abs: bool, seed: int = 0) -> None:
     """A training file of ``items`` GoPro-sized items with sparse integer voxels (about 25 % non-zero)."""
@@ -53,7 +53,7 @@ def write_file(path: Path, items: int, with_max_abs: bool, seed: int = 0) -> Non
     with TrainingH5Writer(path) as writer:
         for _ in range(items):
             blurry = rng.integers(0, 256, (3, HEIGHT, WIDTH), dtype=np.uint8)
-            voxel = (rng.integers(-3, 4, (CHANNELS, HEIGHT, WIDTH)) * (rng.random((1, HEIGHT, WIDTH)) < 0.25))
+            voxel = rng.integers(-3, 4, (CHANNELS, HEIGHT, WIDTH)) * (rng.random((1, HEIGHT, WIDTH)) < 0.25)
             mask = np.where(voxel.any(0, keepdims=True), 255, 0).astype(np.uint8)
             writer.add(blurry, voxel=voxel.astype(np.float32), mask=mask, sharp=blurry)
     if not with_max_abs:
@@ -64,15 +64,17 @@ def write_file(path: Path, items: int, with_max_abs: bool, seed: int = 0) -> Non
 
 def naive_item(handle: h5py.File, index: int, size: int) -> dict[str, torch.Tensor]:
     """The baseline: full reads, then normalise, crop and flip in memory."""
-    arrays = {name: handle[item_key(group, index)][:] for name, group in
-              (('frame', IMAGES), ('frame_gt', SHARP_IMAGES), ('voxel', VOXELS), ('mask', MASKS))}
+    arrays = {
+        name: handle[item_key(group, index)][:]
+        for name, group in (('frame', IMAGES), ('frame_gt', SHARP_IMAGES), ('voxel', VOXELS), ('mask', MASKS))
+    }
     arrays['voxel'] = arrays['voxel'] / np.abs(arrays['voxel']).max()
     top = int(torch.randint(0, HEIGHT - size + 1, ()))
     left = int(torch.randint(0, WIDTH - size + 1, ()))
     flip = bool(torch.rand(()) < 0.5)
     item = {}
     for name, array in arrays.items():
-        array = array[:, top:top + size, left:left + size]
+        array = array[:, top : top + size, left : left + size]
         array = np.ascontiguousarray(array[:, ::-1, ::-1] if flip else array)
         item[name] = torch.from_numpy(array.astype(np.float32) / (1.0 if name == 'voxel' else 255.0))
     return item
@@ -104,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         common = {'return_mask': True, 'use_mask': True}
         cases = {
             'crop256': h5_dataset({'dataroot': str(root / 'ours'), 'crop_size': 256, 'use_flip': True, **common}),
-            'crop256_official': h5_dataset({'dataroot': str(root / 'official'), 'crop_size': 256,
-                                                'use_flip': True, **common}),
+            'crop256_official': h5_dataset(
+                {'dataroot': str(root / 'official'), 'crop_size': 256, 'use_flip': True, **common}
+            ),
             'full': h5_dataset({'dataroot': str(root / 'ours'), **common}),
         }
         print(f'{args.items} items of 3x{HEIGHT}x{WIDTH} frames, {CHANNELS}-channel voxels; {args.runs} passes')

@@ -40,8 +40,12 @@ def synthetic_frame(height: int, width: int, events_per_pixel: float, seed: int 
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     n = int(events_per_pixel * height * width)
-    events = {'xs': rng.integers(0, width, n, dtype=np.int32), 'ys': rng.integers(0, height, n, dtype=np.int32),
-              'ts': np.sort(rng.uniform(0.0, 0.025, n)), 'ps': rng.choice(np.array([-1, 1], np.int8), n)}
+    events = {
+        'xs': rng.integers(0, width, n, dtype=np.int32),
+        'ys': rng.integers(0, height, n, dtype=np.int32),
+        'ts': np.sort(rng.uniform(0.0, 0.025, n)),
+        'ps': rng.choice(np.array([-1, 1], np.int8), n),
+    }
     return frame, events
 
 
@@ -85,9 +89,11 @@ def main() -> None:
         baseline = statistics.median(times[args.variants[0]])
         for name, values in times.items():
             median = statistics.median(values)
-            print(f'{size_name:>9} {name:<20} median {median * 1e3:9.1f} ms  {1 / median:7.2f} frames/s  '
-                  f'x{baseline / median:.2f} vs {args.variants[0]}  (runs: '
-                  f"{', '.join(f'{v * 1e3:.0f}' for v in values)} ms)")
+            print(
+                f'{size_name:>9} {name:<20} median {median * 1e3:9.1f} ms  {1 / median:7.2f} frames/s  '
+                f'x{baseline / median:.2f} vs {args.variants[0]}  (runs: '
+                f'{", ".join(f"{v * 1e3:.0f}" for v in values)} ms)'
+            )
     print(f'load average after: {os.getloadavg()}')
 
 

@@ -129,12 +129,18 @@ def make_forward(net: EFNet, inputs: dict, settings: EffectivePerformance) -> Ca
     return forward
 
 
-def time_forwards(forwards: dict[str, Callable], runs: int, warmup: int, device: torch.device,
-                  clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, list[float]], dict[str, float]]:
+def time_forwards(
+    forwards: dict[str, Callable],
+    runs: int,
+    warmup: int,
+    device: torch.device,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Seconds per call for each forward, after ``warmup`` untimed calls each (whose total is returned second).
 
     The forwards take turns run by run, so a change in machine load affects all of them alike.
     """
+
     def sync():
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
@@ -157,8 +163,9 @@ def time_forwards(forwards: dict[str, Callable], runs: int, warmup: int, device:
     return times, warmup_seconds
 
 
-def make_inputs(batch: int, height: int, width: int, in_chn: int, ev_chn: int, with_mask: bool,
-                device: torch.device) -> dict:
+def make_inputs(
+    batch: int, height: int, width: int, in_chn: int, ev_chn: int, with_mask: bool, device: torch.device
+) -> dict:
     """Random inputs in the ranges EFNet sees: image [0, 1], events [-1, 1], mask {0, 1}."""
     generator = torch.Generator().manual_seed(1234)
     inputs = {
@@ -180,11 +187,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (compile happens here)')
     parser.add_argument('--no-mask', action='store_true', help='run without the event mask (EMGC off)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--settings', nargs='+', default=[name for name in SETTINGS if 'compile' not in name],
-                        choices=list(SETTINGS), help='performance settings to time (default: all but compile)')
+    parser.add_argument(
+        '--settings',
+        nargs='+',
+        default=[name for name in SETTINGS if 'compile' not in name],
+        choices=list(SETTINGS),
+        help='performance settings to time (default: all but compile)',
+    )
     parser.add_argument('--baseline', action='store_true', help='also time the original per-spec network (fp32)')
-    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
-                        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
+    parser.add_argument(
+        '--clock',
+        choices=('wall', 'cpu'),
+        default='wall',
+        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)',
+    )
     return parser.parse_args(argv)
 
 
@@ -196,9 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     net = EFNet(wf=args.wf).eval()
     height, width = args.size
     inputs = make_inputs(args.batch, height, width, 3, 6, not args.no_mask, device)
-    print(f'EFNet wf={args.wf} ({count_parameters(net):,} parameters), input {args.batch}x3x{height}x{width}, '
-          f'mask={not args.no_mask}, device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}, '
-          f'clock {args.clock}, load average {os.getloadavg()[0]:.2f}')
+    print(
+        f'EFNet wf={args.wf} ({count_parameters(net):,} parameters), input {args.batch}x3x{height}x{width}, '
+        f'mask={not args.no_mask}, device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}, '
+        f'clock {args.clock}, load average {os.getloadavg()[0]:.2f}'
+    )
     forwards = {}
     if args.baseline:
         baseline = make_baseline(net).to(device)
@@ -212,16 +230,22 @@ def main(argv: list[str] | None = None) -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     with torch.no_grad():
         outputs = {name: forward()[-1] for name, forward in forwards.items()}
-    print(f'{"setting":<16} | {"median ms":>9} | {"vs fp32":>7} | {"vs original":>11} | {"max |out - fp32|":>16} | '
-          f'{"warm-up s":>9}')
+    print(
+        f'{"setting":<16} | {"median ms":>9} | {"vs fp32":>7} | {"vs original":>11} | {"max |out - fp32|":>16} | '
+        f'{"warm-up s":>9}'
+    )
     print('-' * 84)
     for name, median in medians.items():
         versus_original = f'{medians["original"] / median:.2f}x' if args.baseline else ''
         difference = (outputs[name] - outputs['fp32']).abs().max().item()
-        print(f'{name:<16} | {median * 1e3:>9.1f} | {medians["fp32"] / median:>6.2f}x | {versus_original:>11} | '
-              f'{difference:>16.2e} | {warmup_seconds[name]:>9.1f}')
-    print('runs (ms): ' + '; '.join(f"{name} {', '.join(f'{t * 1e3:.1f}' for t in values)}"
-                                     for name, values in times.items()))
+        print(
+            f'{name:<16} | {median * 1e3:>9.1f} | {medians["fp32"] / median:>6.2f}x | {versus_original:>11} | '
+            f'{difference:>16.2e} | {warmup_seconds[name]:>9.1f}'
+        )
+    print(
+        'runs (ms): '
+        + '; '.join(f'{name} {", ".join(f"{t * 1e3:.1f}" for t in values)}' for name, values in times.items())
+    )
     print(f'load average at the end: {os.getloadavg()[0]:.2f}')
 
 

@@ -43,15 +43,20 @@ CROP = 256
 def convert_to_lmdb(h5_path: Path, lmdb_path: Path, items: int) -> None:
     """Every array of the training file as raw bytes under '<group>/<index>', with dtype, shape and max_abs keys."""
     size = h5_path.stat().st_size * 4 + (64 << 20)
-    with h5py.File(h5_path, 'r') as handle, lmdb.open(str(lmdb_path), map_size=size) as env, env.begin(
-            write=True) as txn:
+    with (
+        h5py.File(h5_path, 'r') as handle,
+        lmdb.open(str(lmdb_path), map_size=size) as env,
+        env.begin(write=True) as txn,
+    ):
         for index in range(items):
             for _, group in ARRAYS:
                 array = handle[item_key(group, index)]
                 key = item_key(group, index)
                 txn.put(key.encode(), np.ascontiguousarray(array[:]).tobytes())
-                txn.put(f'{key}.meta'.encode(), f'{array.dtype.str};{",".join(map(str, array.shape))};'
-                                                f'{array.attrs.get("max_abs", 0.0)}'.encode())
+                txn.put(
+                    f'{key}.meta'.encode(),
+                    f'{array.dtype.str};{",".join(map(str, array.shape))};{array.attrs.get("max_abs", 0.0)}'.encode(),
+                )
 
 
 class LmdbCrops(Dataset):
@@ -77,7 +82,8 @@ class LmdbCrops(Dataset):
                 dtype, shape, max_abs = bytes(txn.get(f'{key}.meta'.encode())).decode().split(';')
                 shape = tuple(int(s) for s in shape.split(','))
                 window = np.frombuffer(txn.get(key.encode()), dtype=dtype).reshape(shape)[
-                    :, top:top + CROP, left:left + CROP]
+                    :, top : top + CROP, left : left + CROP
+                ]
                 window = window[:, ::-1, ::-1] if flip else window
                 scale = float(max_abs) if name == 'voxel' else 255.0
                 item[name] = torch.from_numpy(window.astype(np.float32)).div_(scale if scale > 0 else 1.0)
@@ -85,9 +91,13 @@ class LmdbCrops(Dataset):
 
 
 def samples_per_second(dataset: Dataset, workers: int, batches: int, rounds: int) -> float:
-    loader = DataLoader(dataset, batch_size=4, sampler=torch.utils.data.RandomSampler(
-        dataset, replacement=True, num_samples=4 * batches), num_workers=workers,
-        persistent_workers=workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=4,
+        sampler=torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=4 * batches),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     rates = []
     for _ in range(rounds + 1):  # the first pass starts the workers and warms the cache
         start = time.perf_counter()
@@ -109,15 +119,29 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(folder)
         (root / 'h5').mkdir()
         write_file(root / 'h5' / 'seq.h5', args.items, with_max_abs=True)
-        datasets = {'hdf5': h5_dataset({'dataroot': str(root / 'h5'), 'crop_size': CROP, 'use_flip': True,
-                                            'return_mask': True, 'use_mask': True})}
+        datasets = {
+            'hdf5': h5_dataset(
+                {
+                    'dataroot': str(root / 'h5'),
+                    'crop_size': CROP,
+                    'use_flip': True,
+                    'return_mask': True,
+                    'use_mask': True,
+                }
+            )
+        }
         if have_lmdb:
             convert_to_lmdb(root / 'h5' / 'seq.h5', root / 'store.lmdb', args.items)
             datasets['lmdb'] = LmdbCrops(root / 'store.lmdb', args.items)
-        sizes = {name: sum(f.stat().st_size for f in (root / sub).rglob('*') if f.is_file())
-                 for name, sub in (('hdf5', 'h5'), ('lmdb', 'store.lmdb')) if name in datasets}
-        print(f'{args.items} items of 3x{HEIGHT}x{WIDTH}; {CROP}x{CROP} crops, batch 4, {os.cpu_count()} CPUs, '
-              f'load average {os.getloadavg()[0]:.2f}' + ('' if have_lmdb else '; lmdb not installed'))
+        sizes = {
+            name: sum(f.stat().st_size for f in (root / sub).rglob('*') if f.is_file())
+            for name, sub in (('hdf5', 'h5'), ('lmdb', 'store.lmdb'))
+            if name in datasets
+        }
+        print(
+            f'{args.items} items of 3x{HEIGHT}x{WIDTH}; {CROP}x{CROP} crops, batch 4, {os.cpu_count()} CPUs, '
+            f'load average {os.getloadavg()[0]:.2f}' + ('' if have_lmdb else '; lmdb not installed')
+        )
         print(f'{"store":<6} | {"MB on disk":>10} | ' + ' | '.join(f'{w} workers' for w in (0, 1, 2)) + ' (samples/s)')
         for name, dataset in datasets.items():
             rates = [samples_per_second(dataset, workers, args.batches, args.rounds) for workers in (0, 1, 2)]

@@ -44,8 +44,10 @@ def per_bin_scer_numpy(xs, ys, ts, ps, accumulate: str) -> np.ndarray:
         return image.reshape(HEIGHT, WIDTH)
 
     channels = [-event_image(int(np.searchsorted(ts, t0 + (span / NUM_BINS) * k)), mid) for k in range(NUM_BINS // 2)]
-    channels += [event_image(mid, int(np.searchsorted(ts, t0 + (span / NUM_BINS) * (k + 1))))
-                 for k in range(NUM_BINS // 2, NUM_BINS)]
+    channels += [
+        event_image(mid, int(np.searchsorted(ts, t0 + (span / NUM_BINS) * (k + 1))))
+        for k in range(NUM_BINS // 2, NUM_BINS)
+    ]
     return np.stack(channels).astype(np.float32)
 
 
@@ -71,8 +73,12 @@ def per_bin_scer_torch(xs, ys, ts, ps) -> torch.Tensor:
 def random_events(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """n events uniform over a 720x1280 sensor and a 50 ms window; float32 timestamps as in the reference."""
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, WIDTH, n), rng.integers(0, HEIGHT, n),
-            np.sort(rng.uniform(0.0, 0.05, n)).astype(np.float32), rng.integers(0, 2, n))
+    return (
+        rng.integers(0, WIDTH, n),
+        rng.integers(0, HEIGHT, n),
+        np.sort(rng.uniform(0.0, 0.05, n)).astype(np.float32),
+        rng.integers(0, 2, n),
+    )
 
 
 ORIGINAL = 'torch per-bin (original, index_put_)'
@@ -105,16 +111,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--events', type=float, nargs='+', default=[1e6, 5e6], help='numbers of events')
     parser.add_argument('--runs', type=int, default=5, help='timed runs per case (after one warm-up)')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
-    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
-                        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
+    parser.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        '--clock',
+        choices=('wall', 'cpu'),
+        default='wall',
+        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)',
+    )
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == 'wall' else time.process_time
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    print(f'SCER, {NUM_BINS} bins, {HEIGHT}x{WIDTH}, float32 timestamps, median of {args.runs} runs, '
-          f'torch threads {torch.get_num_threads()}, clock {args.clock}')
+    print(
+        f'SCER, {NUM_BINS} bins, {HEIGHT}x{WIDTH}, float32 timestamps, median of {args.runs} runs, '
+        f'torch threads {torch.get_num_threads()}, clock {args.clock}'
+    )
     print(f'{"events":>9} | {"implementation":<36} | {"median s":>9} | {"Mevents/s":>9} | {"vs original":>11}')
     print('-' * 87)
     for n in (int(e) for e in args.events):
@@ -128,8 +140,10 @@ def main() -> None:
 
         seconds = median_seconds(timing_cases(arrays, tensors), args.runs, clock)
         for name, elapsed in seconds.items():
-            print(f'{n:>9,} | {name:<36} | {elapsed:>9.4f} | {n / elapsed / 1e6:>9.2f} | '
-                  f'{seconds[ORIGINAL] / elapsed:>10.2f}x')
+            print(
+                f'{n:>9,} | {name:<36} | {elapsed:>9.4f} | {n / elapsed / 1e6:>9.2f} | '
+                f'{seconds[ORIGINAL] / elapsed:>10.2f}x'
+            )
 
 
 if __name__ == '__main__':

@@ -67,7 +67,7 @@ DEFAULT_OPTIONS = ROOT / 'options' / 'train' / 'GoPro' / 'EFNet.yml'
 def build(option_file: Path, setting: str, device: str):
     """The model of ``option_file`` with the performance keys of ``setting``, as train.py builds it."""
     overrides = [f'performance:{key}={value}' for key, value in SETTINGS[setting].items()]
-    overrides.append(f"num_gpu={0 if device == 'cpu' else 1}")
+    overrides.append(f'num_gpu={0 if device == "cpu" else 1}')
     opt, ctx = parse_options(is_train=True, argv=['-opt', str(option_file), '--force_yml', *overrides])
     return build_model(opt, ctx)
 
@@ -76,15 +76,29 @@ class LoopRunner:
     """Iterations of ``train.py``'s loop body (prefetcher, ``Trainer.train_iteration``) with ``setting``, and bare
     steps of the same model on a fixed batch of its own data."""
 
-    def __init__(self, option_file: Path, setting: str, device: str, batch: int, size: int,
-                 dataroot: Path | None = None, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        option_file: Path,
+        setting: str,
+        device: str,
+        batch: int,
+        size: int,
+        dataroot: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ):
         overrides = [f'performance:{key}={value}' for key, value in SETTINGS[setting].items()]
         overrides += [f'datasets:train:dataroot={dataroot}'] if dataroot is not None else []
         overrides += list(extra)
-        overrides += [f"num_gpu={0 if device == 'cpu' else 1}", f'name=bench_train_loop_{setting}',
-                      'logger:save_checkpoint_freq=100000000', 'val:val_freq=100000000', 'logger:use_tb_logger=false',
-                      'train:total_iter=100000000', f'datasets:train:batch_size_per_gpu={batch}',
-                      f'datasets:train:crop_size={size}']
+        overrides += [
+            f'num_gpu={0 if device == "cpu" else 1}',
+            f'name=bench_train_loop_{setting}',
+            'logger:save_checkpoint_freq=100000000',
+            'val:val_freq=100000000',
+            'logger:use_tb_logger=false',
+            'train:total_iter=100000000',
+            f'datasets:train:batch_size_per_gpu={batch}',
+            f'datasets:train:crop_size={size}',
+        ]
         opt, ctx = parse_options(is_train=True, argv=['-opt', str(option_file), '--force_yml', *overrides])
         self.trainer = Trainer(opt, ctx)
         self.trainer.setup()
@@ -125,6 +139,7 @@ def _quiet_message_logger(log: dict) -> None:
 
 def time_loop(args: argparse.Namespace) -> None:
     """The loop of train.py against the bare step, per setting, rounds alternating (medians)."""
+
     def runner(setting: str) -> LoopRunner:
         return LoopRunner(args.options, setting, args.device, args.batch, args.size, args.dataroot, tuple(args.set))
 
@@ -144,13 +159,17 @@ def time_loop(args: argparse.Namespace) -> None:
                     runner.loop(args.steps, stop) if kind == 'loop' else runner.bare(args.steps)
                     seconds[setting, kind].append((clock(args.clock) - start) / args.steps)
     threads = ', '.join(f'{setting} {runner.threads}' for setting, runner in runners.items())
-    print(f'\ntrain.py loop against the bare step, {args.options.name}: batch {args.batch} at {args.size}x'
-          f'{args.size}, compute threads as the Trainer sizes them ({threads}), clock {args.clock}, '
-          f'load average {os.getloadavg()[0]:.2f}')
+    print(
+        f'\ntrain.py loop against the bare step, {args.options.name}: batch {args.batch} at {args.size}x'
+        f'{args.size}, compute threads as the Trainer sizes them ({threads}), clock {args.clock}, '
+        f'load average {os.getloadavg()[0]:.2f}'
+    )
     reference = 'original fp32' if args.baseline else 'fp32'
     baseline = statistics.median(seconds[reference, 'bare']) if reference in runners else None
-    print(f'{"setting":<16} | {"bare s/it":>9} | {"loop s/it":>9} | {"loop/bare":>9} | '
-          f'{"loop vs " + reference + " bare":>26}')
+    print(
+        f'{"setting":<16} | {"bare s/it":>9} | {"loop s/it":>9} | {"loop/bare":>9} | '
+        f'{"loop vs " + reference + " bare":>26}'
+    )
     print('-' * 82)
     for setting in runners:
         bare, loop = statistics.median(seconds[setting, 'bare']), statistics.median(seconds[setting, 'loop'])
@@ -184,9 +203,24 @@ def run_steps(model, batch: dict, steps: int, first_iter: int, device: torch.dev
 
 def peak_rss_of_setting(args: argparse.Namespace, setting: str) -> float | None:
     """Peak resident memory (GiB) of a fresh process that builds ``setting`` and runs two steps."""
-    command = [sys.executable, __file__, '--child-memory', setting, '--options', str(args.options), '--batch',
-               str(args.batch), '--size', str(args.size), '--ev-chn', str(args.ev_chn), '--threads', str(args.threads),
-               '--device', args.device]
+    command = [
+        sys.executable,
+        __file__,
+        '--child-memory',
+        setting,
+        '--options',
+        str(args.options),
+        '--batch',
+        str(args.batch),
+        '--size',
+        str(args.size),
+        '--ev-chn',
+        str(args.ev_chn),
+        '--threads',
+        str(args.threads),
+        '--device',
+        args.device,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return None
@@ -212,16 +246,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps per setting first (compile runs here)')
     parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (CPU)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
-                        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)')
+    parser.add_argument(
+        '--clock',
+        choices=('wall', 'cpu'),
+        default='wall',
+        help='wall time, or the CPU time of the process (steadier on a shared machine with 1 thread)',
+    )
     parser.add_argument('--memory', action='store_true', help='CPU: also measure peak memory (one process each)')
-    parser.add_argument('--loop', action='store_true',
-                        help="time train.py's loop (data loading included) against the bare step instead")
-    parser.add_argument('--dataroot', type=Path, help='--loop: training data folder instead of the option file\'s')
-    parser.add_argument('--baseline', action='store_true',
-                        help='--loop: also the original network (bench_efnet.py), float32; the ratios are against it')
-    parser.add_argument('--set', nargs='+', default=[], metavar='a:b=value',
-                        help='--loop: more option overrides (as --force_yml), e.g. network_g:wf=64')
+    parser.add_argument(
+        '--loop', action='store_true', help="time train.py's loop (data loading included) against the bare step instead"
+    )
+    parser.add_argument('--dataroot', type=Path, help="--loop: training data folder instead of the option file's")
+    parser.add_argument(
+        '--baseline',
+        action='store_true',
+        help='--loop: also the original network (bench_efnet.py), float32; the ratios are against it',
+    )
+    parser.add_argument(
+        '--set',
+        nargs='+',
+        default=[],
+        metavar='a:b=value',
+        help='--loop: more option overrides (as --force_yml), e.g. network_g:wf=64',
+    )
     parser.add_argument('--child-memory', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -247,9 +294,11 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         run_steps(models[setting], batch, args.warmup, 1, device)
         start_seconds[setting] = time.perf_counter() - start
-    print(f'Training step of {args.options.name}: batch {args.batch}x3x{args.size}x{args.size}, device {device}, '
-          f'threads {torch.get_num_threads()}, torch {torch.__version__}, clock {args.clock}, '
-          f'load average {os.getloadavg()[0]:.2f}')
+    print(
+        f'Training step of {args.options.name}: batch {args.batch}x3x{args.size}x{args.size}, device {device}, '
+        f'threads {torch.get_num_threads()}, torch {torch.__version__}, clock {args.clock}, '
+        f'load average {os.getloadavg()[0]:.2f}'
+    )
 
     seconds = {setting: [] for setting in models}
     peaks = {}
@@ -274,8 +323,10 @@ def main(argv: list[str] | None = None) -> None:
         ratio = f'{baseline / median:.2f}x' if baseline else ''
         peak = peaks.get(setting)
         peak_text = f'{peak:.2f}' if peak is not None else ''
-        print(f'{setting:<16} | {median:>8.3f} | {args.batch / median:>9.2f} | {ratio:>7} | '
-              f'{start_seconds[setting]:>9.1f} | {peak_text:>14}')
+        print(
+            f'{setting:<16} | {median:>8.3f} | {args.batch / median:>9.2f} | {ratio:>7} | '
+            f'{start_seconds[setting]:>9.1f} | {peak_text:>14}'
+        )
     print(f'load average at the end: {os.getloadavg()[0]:.2f}')
 
 

@@ -45,8 +45,11 @@ def train_and_test(train_opt: str, test_opt: str, name: str, performance: list[s
     latest network with ``test_opt`` in the same settings; returns the test set's output PSNR (dB)."""
     run('basicsr/train.py', train_opt, [f'name={name}', *performance], extra=('--auto_resume',))
     weights = ROOT / 'experiments' / name / 'models' / 'net_g_latest.pth'
-    run('basicsr/test.py', test_opt, [f'name={name}_test', f'path:pretrain_network_g={weights}', 'val:save_img=false',
-                                      *performance])
+    run(
+        'basicsr/test.py',
+        test_opt,
+        [f'name={name}_test', f'path:pretrain_network_g={weights}', 'val:save_img=false', *performance],
+    )
     metrics = json.loads((ROOT / 'results' / f'{name}_test' / 'metrics.json').read_text())
     (summary,) = metrics.values()
     return summary['output']['psnr']
@@ -54,8 +57,9 @@ def train_and_test(train_opt: str, test_opt: str, name: str, performance: list[s
 
 def outputs(test_opt: str, weights: Path, performance: list[str]) -> list[torch.Tensor]:
     """The network's outputs on the test set, (1, 3, H, W) float32 clamped to [0, 1], one per image."""
-    opt, ctx = parse_options(is_train=False, argv=['-opt', test_opt, '--force_yml',
-                                                   f'path:pretrain_network_g={weights}', *performance])
+    opt, ctx = parse_options(
+        is_train=False, argv=['-opt', test_opt, '--force_yml', f'path:pretrain_network_g={weights}', *performance]
+    )
     model = build_model(opt, ctx)
     dataset_opt = opt['datasets']['test']
     results = []
@@ -75,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--train_opt', default='options/train/Synthetic/EFNet_demo.yml')
     parser.add_argument('--test_opt', default='options/test/Synthetic/EFNet_demo.yml')
-    parser.add_argument('--name', default='EFNet_demo', help='experiment name of the auto run (the demo\'s)')
+    parser.add_argument('--name', default='EFNet_demo', help="experiment name of the auto run (the demo's)")
     args = parser.parse_args()
     psnr_auto = train_and_test(args.train_opt, args.test_opt, args.name, AUTO)
     psnr_fp32 = train_and_test(args.train_opt, args.test_opt, f'{args.name}_fp32', FP32)
@@ -86,8 +90,10 @@ def main() -> None:
     print(f'test PSNR, trained and tested with auto:    {psnr_auto:.4f} dB')
     print(f'test PSNR, trained and tested in float32:   {psnr_fp32:.4f} dB')
     print(f'difference (auto - float32):                {psnr_auto - psnr_fp32:+.4f} dB (budget: within 0.1 dB)')
-    print(f'auto output against float32 output, same trained network, {len(pairs)} images: '
-          f'PSNR mean {statistics.mean(pairs):.2f} dB, worst {min(pairs):.2f} dB')
+    print(
+        f'auto output against float32 output, same trained network, {len(pairs)} images: '
+        f'PSNR mean {statistics.mean(pairs):.2f} dB, worst {min(pairs):.2f} dB'
+    )
 
 
 if __name__ == '__main__':

@@ -29,19 +29,28 @@ from basicsr.utils.errors import InvalidInputError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--input', required=True, help=f"recording ({', '.join(SUPPORTED_EXTENSIONS)})")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument('--input', required=True, help=f'recording ({", ".join(SUPPORTED_EXTENSIONS)})')
     parser.add_argument('--output', required=True, help='raw-event .h5 file to write')
-    parser.add_argument('--t_start', type=float, default=None,
-                        help='keep events and frames from this time (s after the first event)')
-    parser.add_argument('--t_end', type=float, default=None,
-                        help='keep events and frames before this time (s after the first event)')
-    parser.add_argument('--absolute_time', action='store_true',
-                        help="--t_start/--t_end are in the file's own clock (e.g. Unix seconds for AEDAT4)")
-    parser.add_argument('--time_unit', choices=tuple(TIME_UNITS), default='s',
-                        help='unit of the timestamps stored in .npz/.txt/.csv files (they do not say); converted to '
-                             'seconds')
+    parser.add_argument(
+        '--t_start', type=float, default=None, help='keep events and frames from this time (s after the first event)'
+    )
+    parser.add_argument(
+        '--t_end', type=float, default=None, help='keep events and frames before this time (s after the first event)'
+    )
+    parser.add_argument(
+        '--absolute_time',
+        action='store_true',
+        help="--t_start/--t_end are in the file's own clock (e.g. Unix seconds for AEDAT4)",
+    )
+    parser.add_argument(
+        '--time_unit',
+        choices=tuple(TIME_UNITS),
+        default='s',
+        help='unit of the timestamps stored in .npz/.txt/.csv files (they do not say); converted to seconds',
+    )
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     args = parser.parse_args(argv)
     if args.t_start is not None and args.t_end is not None and args.t_end <= args.t_start:
@@ -54,7 +63,7 @@ def time_range(recording: EventRecording) -> str:
     if not recording.num_events:
         return 'no events'
     first, last = recording.ts[0], recording.ts[-1]
-    return f'events from {first:.6f} to {last:.6f} s in the file\'s clock (0 to {last - first:.6f} s after the first)'
+    return f"events from {first:.6f} to {last:.6f} s in the file's clock (0 to {last - first:.6f} s after the first)"
 
 
 def cut(recording: EventRecording, t_start: float | None, t_end: float | None) -> EventRecording:
@@ -74,8 +83,14 @@ def cut(recording: EventRecording, t_start: float | None, t_end: float | None) -
     return result
 
 
-def convert(input_path: str, output_path: str, t_start: float | None = None, t_end: float | None = None,
-            absolute_time: bool = False, time_unit: str = 's') -> str:
+def convert(
+    input_path: str,
+    output_path: str,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    absolute_time: bool = False,
+    time_unit: str = 's',
+) -> str:
     """Read ``input_path`` and write it as raw-event HDF5 to ``output_path``; returns a one-line summary.
 
     ``t_start``/``t_end`` are seconds after the first event, or in the file's clock with ``absolute_time``.
@@ -89,26 +104,38 @@ def convert(input_path: str, output_path: str, t_start: float | None = None, t_e
     window = tuple(None if t is None else t + origin for t in (t_start, t_end))
     recording = cut(whole, *window) if window != (None, None) else whole
     if not recording.num_events:
-        asked = ', '.join(f'{name} {value}' for name, value in (('--t_start', t_start), ('--t_end', t_end))
-                          if value is not None) or 'the whole file'
+        asked = (
+            ', '.join(
+                f'{name} {value}' for name, value in (('--t_start', t_start), ('--t_end', t_end)) if value is not None
+            )
+            or 'the whole file'
+        )
         clock = "in the file's clock (--absolute_time)" if absolute_time else 'in seconds after the first event'
-        raise InvalidInputError(f"no events to write from '{input_path}' for {asked} ({clock}); the file has "
-                                f'{time_range(whole)}; choose a window inside that range')
+        raise InvalidInputError(
+            f"no events to write from '{input_path}' for {asked} ({clock}); the file has "
+            f'{time_range(whole)}; choose a window inside that range'
+        )
     has_frames = recording.frames is not None and len(recording.frames) > 0
     exposures = None
     if has_frames and recording.exposure_start is not None and recording.exposure_end is not None:
         exposures = np.stack([recording.exposure_start, recording.exposure_end], axis=1)
-    write_raw_events_h5(output_path, recording.events(), recording.sensor_size,
-                        frames=recording.frames if has_frames else None,
-                        frame_timestamps=recording.frame_timestamps if has_frames else None,
-                        exposures=exposures,
-                        sharp_frames=recording.sharp_frames if has_frames else None,
-                        source=recording.source or os.path.basename(input_path))
+    write_raw_events_h5(
+        output_path,
+        recording.events(),
+        recording.sensor_size,
+        frames=recording.frames if has_frames else None,
+        frame_timestamps=recording.frame_timestamps if has_frames else None,
+        exposures=exposures,
+        sharp_frames=recording.sharp_frames if has_frames else None,
+        source=recording.source or os.path.basename(input_path),
+    )
     frames = len(recording.frames) if has_frames else 0
     span = f'{recording.ts[-1] - recording.ts[0]:.3f} s'
-    return (f"{input_path} -> {output_path}: {recording.num_events} events ({span}), {frames} frames"
-            f"{' with exposures' if exposures is not None else ''}, sensor {recording.sensor_size[0]}x"
-            f'{recording.sensor_size[1]} (HxW)')
+    return (
+        f'{input_path} -> {output_path}: {recording.num_events} events ({span}), {frames} frames'
+        f'{" with exposures" if exposures is not None else ""}, sensor {recording.sensor_size[0]}x'
+        f'{recording.sensor_size[1]} (HxW)'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,8 +61,15 @@ BLUR_FRAME_COUNTS = (7, 9, 11, 13)
 SPEED_RANGE = (0.5, 1.3)  # camera translation, pixels per 240 fps frame
 ESIM = {'pos_threshold': 0.2, 'neg_threshold': 0.2, 'sigma_threshold': 0.03, 'log_eps': 0.1}
 # Photographs by split (no photograph in both). Stereo pairs stay together.
-TRAIN_PHOTOS = ('astronaut', 'rocket', 'immunohistochemistry', 'motorcycle_left', 'motorcycle_right',
-                'hubble_deep_field', 'retina')
+TRAIN_PHOTOS = (
+    'astronaut',
+    'rocket',
+    'immunohistochemistry',
+    'motorcycle_left',
+    'motorcycle_right',
+    'hubble_deep_field',
+    'retina',
+)
 TEST_PHOTOS = ('chelsea', 'coffee', 'grace_hopper')
 
 
@@ -99,9 +106,14 @@ class CameraPath:
     @classmethod
     def random(cls, rng: np.random.Generator, speed: float) -> CameraPath:
         angle = rng.uniform(0, 2 * np.pi)
-        return cls(velocity=speed * np.array([np.cos(angle), np.sin(angle)]),
-                   wobble=rng.uniform(0.5, 3.0, 2), period=rng.uniform(60, 200), phase=rng.uniform(0, 2 * np.pi, 2),
-                   rotation_rate=math.radians(rng.uniform(-0.04, 0.04)), zoom_rate=rng.uniform(-0.0008, 0.0008))
+        return cls(
+            velocity=speed * np.array([np.cos(angle), np.sin(angle)]),
+            wobble=rng.uniform(0.5, 3.0, 2),
+            period=rng.uniform(60, 200),
+            phase=rng.uniform(0, 2 * np.pi, 2),
+            rotation_rate=math.radians(rng.uniform(-0.04, 0.04)),
+            zoom_rate=rng.uniform(-0.0008, 0.0008),
+        )
 
     def pose(self, t: float) -> tuple[np.ndarray, float, float]:
         """(offset (2,) pixels x/y, rotation radians, scale) at time ``t`` in frames."""
@@ -139,8 +151,15 @@ class SceneRenderer:
         duration: length of the sequence in frames (sizes the photo so the view never leaves it).
     """
 
-    def __init__(self, photo: np.ndarray, object_photo: np.ndarray, size: tuple[int, int],
-                 rng: np.random.Generator, speed: float, duration: float):
+    def __init__(
+        self,
+        photo: np.ndarray,
+        object_photo: np.ndarray,
+        size: tuple[int, int],
+        rng: np.random.Generator,
+        speed: float,
+        duration: float,
+    ):
         height, width = size
         self.size = size
         self.path = CameraPath.random(rng, speed)
@@ -155,8 +174,9 @@ class SceneRenderer:
         self.center = np.array([rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2 for lo, hi in center_range])
         self._make_object(object_photo, rng, size, speed)
 
-    def _make_object(self, object_photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int],
-                     speed: float) -> None:
+    def _make_object(
+        self, object_photo: np.ndarray, rng: np.random.Generator, size: tuple[int, int], speed: float
+    ) -> None:
         height, width = size
         radius = int(min(height, width) * rng.uniform(0.12, 0.2))
         diameter = 2 * radius + 1
@@ -164,8 +184,8 @@ class SceneRenderer:
         source = cv2.resize(object_photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         top = rng.integers(0, source.shape[0] - diameter + 1)
         left = rng.integers(0, source.shape[1] - diameter + 1)
-        self.object = source[top:top + diameter, left:left + diameter].astype(np.float32) / 255.0
-        yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+        self.object = source[top : top + diameter, left : left + diameter].astype(np.float32) / 255.0
+        yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
         axes = rng.uniform(0.6, 1.0, 2) * radius
         inside = (xx / axes[0]) ** 2 + (yy / axes[1]) ** 2
         self.object_alpha = np.clip((1.0 - inside) * radius / 2, 0, 1).astype(np.float32)[..., None]
@@ -189,8 +209,13 @@ class SceneRenderer:
         # output pixel q -> photo pixel R(angle) S(1/scale) (q - out_center) + src_center
         linear = np.array([[cos, -sin], [sin, cos]])
         matrix = np.hstack([linear, (src_center - linear @ out_center)[:, None]])
-        frame = cv2.warpAffine(self.photo, matrix, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT_101)
+        frame = cv2.warpAffine(
+            self.photo,
+            matrix,
+            (width, height),
+            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
         return self._paste_object(frame, t)
 
     def _paste_object(self, frame: np.ndarray, t: float) -> np.ndarray:
@@ -241,8 +266,14 @@ def render_sequence(spec: SequenceSpec) -> dict:
     rng = np.random.default_rng(spec.seed)
     counts = rng.choice(BLUR_FRAME_COUNTS, size=spec.num_items + 2)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    renderer = SceneRenderer(load_photo(spec.photo), load_photo(spec.object_photo), spec.size, rng,
-                             speed=rng.uniform(*SPEED_RANGE), duration=float(counts.sum()))
+    renderer = SceneRenderer(
+        load_photo(spec.photo),
+        load_photo(spec.object_photo),
+        spec.size,
+        rng,
+        speed=rng.uniform(*SPEED_RANGE),
+        duration=float(counts.sum()),
+    )
     sub_steps = max(1, math.ceil(renderer.max_speed()))
     simulator = EventSimulator(**ESIM, seed=int(rng.integers(2**31)))
     simulator.reset(grey(renderer.render(0.0)), 0.0)
@@ -261,7 +292,8 @@ def render_sequence(spec: SequenceSpec) -> dict:
                 sharp.append(to_bgr_uint8(frame))
         blurry.append(to_bgr_uint8(np.power(linear_sum / count, 1.0 / GAMMA)))
     return {
-        'blurry': np.stack(blurry), 'sharp': np.stack(sharp),
+        'blurry': np.stack(blurry),
+        'sharp': np.stack(sharp),
         'timestamps': (starts + counts // 2) / FPS,
         'exposures': np.stack([(starts - 0.5) / FPS, (starts + counts - 0.5) / FPS], axis=1),
         'events': concatenate_events(chunks),
@@ -276,8 +308,10 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 def spec_description(spec: SequenceSpec) -> str:
     """The raw file's ``source`` attribute: everything the content depends on (used to recognise a complete file)."""
-    return (f'make_synthetic_gopro: photo={spec.photo} object={spec.object_photo} items={spec.num_items} '
-            f'size={spec.size[0]}x{spec.size[1]} seed={spec.seed} esim={ESIM}')
+    return (
+        f'make_synthetic_gopro: photo={spec.photo} object={spec.object_photo} items={spec.num_items} '
+        f'size={spec.size[0]}x{spec.size[1]} seed={spec.seed} esim={ESIM}'
+    )
 
 
 def is_complete(spec: SequenceSpec, num_bins: int) -> bool:
@@ -294,14 +328,20 @@ def is_complete(spec: SequenceSpec, num_bins: int) -> bool:
     except (OSError, KeyError, ValueError):
         return False
     return (info.num_items, info.frame_size, info.voxel_channels, noise) == (
-        spec.num_items, spec.size, num_bins, spec.add_noise)
+        spec.num_items,
+        spec.size,
+        num_bins,
+        spec.add_noise,
+    )
 
 
 def blurry_psnrs(training_file: str) -> list[float]:
     """PSNR (dB) of every blurry frame against its sharp frame in a training file."""
     with h5py.File(training_file, 'r') as handle:
-        return [psnr_uint8(handle['images'][name][()], handle['sharp_images'][name][()])
-                for name in sorted(handle['images'])]
+        return [
+            psnr_uint8(handle['images'][name][()], handle['sharp_images'][name][()])
+            for name in sorted(handle['images'])
+        ]
 
 
 def make_sequence(spec: SequenceSpec, num_bins: int, noise_seed: int, overwrite: bool) -> tuple[str, bool, list[float]]:
@@ -310,11 +350,19 @@ def make_sequence(spec: SequenceSpec, num_bins: int, noise_seed: int, overwrite:
     if built:
         sequence = render_sequence(spec)
         height, width = spec.size
-        write_raw_events_h5(spec.raw_file, sequence['events'], (height, width), frames=sequence['blurry'],
-                            frame_timestamps=sequence['timestamps'], exposures=sequence['exposures'],
-                            sharp_frames=sequence['sharp'], source=spec_description(spec))
-        convert_raw_to_training(spec.raw_file, spec.training_file, 'gopro', num_bins=num_bins,
-                                add_noise=spec.add_noise, seed=noise_seed)
+        write_raw_events_h5(
+            spec.raw_file,
+            sequence['events'],
+            (height, width),
+            frames=sequence['blurry'],
+            frame_timestamps=sequence['timestamps'],
+            exposures=sequence['exposures'],
+            sharp_frames=sequence['sharp'],
+            source=spec_description(spec),
+        )
+        convert_raw_to_training(
+            spec.raw_file, spec.training_file, 'gopro', num_bins=num_bins, add_noise=spec.add_noise, seed=noise_seed
+        )
     return spec.name, built, blurry_psnrs(spec.training_file)
 
 
@@ -322,22 +370,34 @@ def sequence_specs(args: argparse.Namespace) -> list[SequenceSpec]:
     """All sequences to make: train then test; photos cycle through each split's list, objects come from the next
     photo of the same split (so no photograph appears in both splits)."""
     specs = []
-    for split, photos, count, items in (('train', TRAIN_PHOTOS, args.num_train_seqs, args.frames_per_seq),
-                                        ('test', TEST_PHOTOS, args.num_test_seqs, args.test_frames_per_seq)):
+    for split, photos, count, items in (
+        ('train', TRAIN_PHOTOS, args.num_train_seqs, args.frames_per_seq),
+        ('test', TEST_PHOTOS, args.num_test_seqs, args.test_frames_per_seq),
+    ):
         for index in range(count):
             photo, object_photo = photos[index % len(photos)], photos[(index + 1) % len(photos)]
             seed = int(np.random.SeedSequence([args.seed, 0 if split == 'train' else 1, index]).generate_state(1)[0])
             name = f'{split}_{index:03d}_{photo}'
-            specs.append(SequenceSpec(
-                name=name, photo=photo, object_photo=object_photo, num_items=items, size=(args.height, args.width),
-                seed=seed, raw_file=os.path.join(args.raw_path, split, f'{name}.h5'),
-                training_file=os.path.join(args.save_path, split, f'{name}.h5'), add_noise=args.add_noise))
+            specs.append(
+                SequenceSpec(
+                    name=name,
+                    photo=photo,
+                    object_photo=object_photo,
+                    num_items=items,
+                    size=(args.height, args.width),
+                    seed=seed,
+                    raw_file=os.path.join(args.raw_path, split, f'{name}.h5'),
+                    training_file=os.path.join(args.save_path, split, f'{name}.h5'),
+                    add_noise=args.add_noise,
+                )
+            )
     return specs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument('--save_path', default='datasets/GoPro_synthetic', help='training HDF5 root ({train,test}/)')
     parser.add_argument('--raw_path', default='datasets/GoPro_synthetic_raw', help='raw-event HDF5 root')
     parser.add_argument('--num_train_seqs', type=int, default=10)
@@ -348,8 +408,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--width', type=int, default=256)
     parser.add_argument('--full_size', action='store_true', help='GoPro frames: 720x1280 (overrides --height/--width)')
     parser.add_argument('--num_bins', type=int, default=6, help='SCER bins, even')
-    parser.add_argument('--add_noise', action=argparse.BooleanOptionalAction, default=False,
-                        help="add EFNet's synthetic voxel noise, as the official GoPro files have")
+    parser.add_argument(
+        '--add_noise',
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add EFNet's synthetic voxel noise, as the official GoPro files have",
+    )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1), help='sequences in parallel')
     parser.add_argument('--overwrite', action='store_true', help='rebuild sequences that already exist')
@@ -382,11 +446,15 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [r for r, spec in zip(results, specs) if spec.name.startswith(split)]
         psnrs = [p for _, _, values in chosen for p in values]
         if chosen:
-            print(f'{split}: {len(chosen)} files, {len(psnrs)} samples, blurry PSNR {np.mean(psnrs):.2f} dB '
-                  f'(min {min(psnrs):.2f}, max {max(psnrs):.2f}) -> {os.path.join(args.save_path, split)}')
+            print(
+                f'{split}: {len(chosen)} files, {len(psnrs)} samples, blurry PSNR {np.mean(psnrs):.2f} dB '
+                f'(min {min(psnrs):.2f}, max {max(psnrs):.2f}) -> {os.path.join(args.save_path, split)}'
+            )
     built = sum(r[1] for r in results)
-    print(f'{built} sequence(s) built, {len(results) - built} skipped (complete; --overwrite rebuilds) '
-          f'in {elapsed:.1f} s; raw events in {args.raw_path}')
+    print(
+        f'{built} sequence(s) built, {len(results) - built} skipped (complete; --overwrite rebuilds) '
+        f'in {elapsed:.1f} s; raw events in {args.raw_path}'
+    )
     return 0
 
 

@@ -54,16 +54,25 @@ from basicsr.utils.file_io import make_folder, remove_stale_temporaries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument('--input_path', required=True, help='raw-event .h5 file or folder of them')
     parser.add_argument('--save_path', required=True, help='output folder (created if needed)')
     parser.add_argument('--mode', choices=WINDOW_MODES, default='gopro', help='event window per frame')
     parser.add_argument('--num_bins', type=int, default=6, help='SCER bins, even')
-    parser.add_argument('--add_noise', action=argparse.BooleanOptionalAction, default=False,
-                        help="add EFNet's synthetic voxel noise (the official GoPro files have it)")
-    parser.add_argument('--keep_middle', action=argparse.BooleanOptionalAction, default=False,
-                        help='insert an all-zero middle channel (num_bins + 1 channels; the reference GoPro pitfall)')
+    parser.add_argument(
+        '--add_noise',
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add EFNet's synthetic voxel noise (the official GoPro files have it)",
+    )
+    parser.add_argument(
+        '--keep_middle',
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help='insert an all-zero middle channel (num_bins + 1 channels; the reference GoPro pitfall)',
+    )
     parser.add_argument('--seed', type=int, default=0, help='seed of the voxel noise')
     parser.add_argument('--workers', type=int, default=1, help='files converted in parallel')
     parser.add_argument('--overwrite', action='store_true', help='rebuild outputs that already exist')
@@ -94,8 +103,15 @@ def convert_one(raw_path: str, out_path: str, args: argparse.Namespace) -> tuple
     try:
         if not args.overwrite and is_complete(out_path, raw_path, args.mode):
             return raw_path, None, None
-        count = convert_raw_to_training(raw_path, out_path, args.mode, num_bins=args.num_bins,
-                                        keep_middle=args.keep_middle, add_noise=args.add_noise, seed=args.seed)
+        count = convert_raw_to_training(
+            raw_path,
+            out_path,
+            args.mode,
+            num_bins=args.num_bins,
+            keep_middle=args.keep_middle,
+            add_noise=args.add_noise,
+            seed=args.seed,
+        )
         return raw_path, count, None
     except WriteError:
         raise
@@ -110,8 +126,9 @@ def input_files(input_path: str) -> list[str]:
     if os.path.isdir(input_path):
         return list_dataroot_files(input_path)
     if not os.path.isfile(input_path):
-        raise MissingInputError(f"--input_path '{input_path}' does not exist; give a raw-event .h5 file or a folder of "
-                                'them')
+        raise MissingInputError(
+            f"--input_path '{input_path}' does not exist; give a raw-event .h5 file or a folder of them"
+        )
     return [input_path]
 
 
@@ -136,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     converted = [(path, count) for path, count, error in results if count is not None]
     skipped = [path for path, count, error in results if count is None and error is None]
     failed = [(path, error) for path, count, error in results if error is not None]
-    print(f'make_voxels: {len(converted)} file(s) converted ({sum(c for _, c in converted)} items), '
-          f'{len(skipped)} skipped (complete; --overwrite rebuilds), {len(failed)} failed -> {args.save_path}')
+    print(
+        f'make_voxels: {len(converted)} file(s) converted ({sum(c for _, c in converted)} items), '
+        f'{len(skipped)} skipped (complete; --overwrite rebuilds), {len(failed)} failed -> {args.save_path}'
+    )
     for path, error in failed:
         print(f"error: '{path}': {error}", file=sys.stderr)
     return 1 if failed else 0
