@@ -17,7 +17,6 @@ from basicsr.utils.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
     load_network,
-    newest_readable_training_state,
     read_training_state,
     save_network,
     unwrap_network,
@@ -324,27 +323,3 @@ def test_read_training_state_round_trip_and_named_errors(tmp_path):
     with pytest.raises(CheckpointError, match='cannot be loaded safely'):
         read_training_state(tmp_path / '12.state')
     assert not (tmp_path / 'pwned').exists()
-
-
-def test_newest_readable_training_state_skips_a_corrupt_newest_state_with_a_warning(tmp_path, caplog):
-    folder = tmp_path / 'training_states'
-    assert newest_readable_training_state(folder) is None
-    for iteration in (4, 8, 12):
-        save_torch_atomic({'epoch': 0, 'iter': iteration}, folder / f'{iteration}.state')
-    truncated_copy(folder / '12.state', folder / '12.state')
-    (folder / '.16.state.tmp-999-00').write_bytes(b'a temporary is never a candidate')
-    with caplog.at_level(logging.WARNING, logger='basicsr.utils.checkpoint'):
-        path, state = newest_readable_training_state(folder)
-    assert (path, state['iter']) == (folder / '8.state', 8)
-    assert (
-        f"Skipping the newest training state: Training state file '{folder / '12.state'}' is not a readable"
-        in caplog.text
-    )
-    for name in ('4.state', '8.state'):
-        (folder / name).write_bytes(b'')
-    with pytest.raises(
-        CheckpointError,
-        match=r"None of the training states in '.*training_states' can be read "
-        r'\(12.state, 8.state, 4.state\)',
-    ):
-        newest_readable_training_state(folder)

@@ -12,7 +12,6 @@ from basicsr.utils import misc
 from basicsr.utils.misc import (
     get_time_str,
     mkdir_and_rename,
-    newest_training_state,
     set_random_seed,
 )
 
@@ -64,14 +63,3 @@ def test_mkdir_and_rename_archives_an_existing_folder_instead_of_deleting_it(tmp
         'exp_archived_20250101_120000',
         'exp_archived_20250101_120000_1',
     ]
-
-
-def test_newest_training_state_compares_iterations_as_numbers(tmp_path):
-    for name in ('9.state', '10.state', '200.state', 'latest.state', '300.pth', '1000.state.bak'):
-        (tmp_path / name).write_text('x')
-    assert newest_training_state(tmp_path) == tmp_path / '200.state'
-
-
-def test_newest_training_state_without_states(tmp_path):
-    assert newest_training_state(tmp_path) is None
-    assert newest_training_state(tmp_path / 'missing') is None

@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +28,6 @@ __all__ = [
     'CheckpointError',
     'CheckpointMismatchError',
     'load_network',
-    'newest_readable_training_state',
     'read_state_dict',
     'read_training_state',
     'save_network',
@@ -163,38 +161,6 @@ def read_training_state(path: str | os.PathLike) -> dict[str, Any]:
             'training_states/.'
         )
     return dict(state)
-
-
-def newest_readable_training_state(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``<iter>.state`` in ``folder`` that can be read, with its content, for ``--auto_resume``.
-
-    A newer state that is truncated or corrupt (a kill or a full disk while it was written by an older version) is
-    skipped with a warning naming it, and the previous one is tried.
-
-    Returns:
-        (path, state) of the newest readable state; None when the folder holds no ``<iter>.state`` file.
-
-    Raises:
-        CheckpointError: there are states but none can be read; the message lists them.
-    """
-    folder = Path(folder)
-    states = (
-        sorted((p for p in folder.glob('*.state') if p.stem.isdigit()), key=lambda p: int(p.stem), reverse=True)
-        if folder.is_dir()
-        else []
-    )
-    for path in states:
-        try:
-            return path, read_training_state(path)
-        except CheckpointError as error:
-            logger.warning('Skipping the newest training state: %s', error)
-    if states:
-        raise CheckpointError(
-            f"None of the training states in '{folder}' can be read "
-            f'({", ".join(p.name for p in states)}); start again without --auto_resume, or point '
-            'path.resume_state to a readable state.'
-        )
-    return None
 
 
 def _select_state_dict(checkpoint: Any, path: str, param_key: str | None) -> tuple[dict[str, Any], str]:

@@ -38,15 +38,6 @@ def mkdir_and_rename(path: str | Path) -> Path:
     return path
 
 
-def newest_training_state(folder: str | Path) -> Path | None:
-    """The ``<iter>.state`` file with the largest iteration in ``folder``, or None."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    states = [p for p in folder.glob('*.state') if p.stem.isdigit()]
-    return max(states, key=lambda p: int(p.stem)) if states else None
-
-
 def capture_rng_state() -> dict:
     """The state of every random-number generator of this process, as plain data.
 
