@@ -250,3 +250,27 @@ def test_damaged_hdf5_files_end_in_a_named_error_wherever_the_damage_is(tmp_path
                 assert f"'{path}'" in str(error)
                 named += 1
     assert named > 30
+
+
+@pytest.mark.parametrize('kind', ['numpy', 'torch'])
+@pytest.mark.parametrize(
+    ('values', 'message'),
+    [
+        ([float('nan')], r'found ts\[0\] = nan'),
+        ([0.0, 1.0, float('inf')], r'found ts\[2\] = inf'),
+        ([float('-inf'), 0.0, 1.0], r'found ts\[0\] = -inf'),
+        ([0.0, 0.5, float('nan'), 0.7, 0.9], r'found ts\[2\] = nan'),
+        ([0.0, 0.5, 0.4, 0.9], r'ts\[1\] = 0.5 > ts\[2\] = 0.4'),
+    ],
+)
+def test_check_times_finds_every_non_finite_or_decreasing_timestamp(kind, values, message):
+    ts = np.array(values) if kind == 'numpy' else torch.tensor(values, dtype=torch.float64)
+    with pytest.raises(InvalidInputError, match=message):
+        check_times('t', ts)
+
+
+@pytest.mark.parametrize('kind', ['numpy', 'torch'])
+def test_check_times_accepts_sorted_finite_timestamps_with_ties(kind):
+    values = [0.0, 0.0, 0.25, 0.25, 1.0]
+    check_times('t', np.array(values) if kind == 'numpy' else torch.tensor(values))
+    check_times('t', np.array([3]) if kind == 'numpy' else torch.tensor([3]))

@@ -46,24 +46,38 @@ def _is_floating(values: Array) -> bool:
     return np.issubdtype(values.dtype, np.floating)
 
 
+def _min_max(values: Array) -> tuple[float, float]:
+    """(min, max) of a non-empty array as Python floats; one pass for torch tensors."""
+    if isinstance(values, torch.Tensor):
+        low, high = torch.aminmax(values)
+        return float(low), float(high)
+    return float(values.min()), float(values.max())
+
+
 def check_times(where: str, ts: Array) -> None:
-    """Timestamps must be finite and sorted ascending (ties allowed); the first offending index is named."""
+    """Timestamps must be finite and sorted ascending (ties allowed); the first offending index is named.
+
+    One pass in the common case: ``ts[i + 1] >= ts[i]`` is false at every decrease and next to every NaN, and a
+    sorted array holds an infinity only if one of its ends does.
+    """
     if ts.shape[0] == 0:
         return
-    if _is_floating(ts) and not (math.isfinite(float(ts.min())) and math.isfinite(float(ts.max()))):
+    ordered = bool((ts[1:] >= ts[:-1]).all())
+    if ordered and (not _is_floating(ts) or (math.isfinite(float(ts[0])) and math.isfinite(float(ts[-1])))):
+        return
+    if _is_floating(ts):
         bad = ~(torch.isfinite(ts) if isinstance(ts, torch.Tensor) else np.isfinite(ts))
-        i = int(bad.nonzero()[0][0])
-        raise InvalidInputError(
-            f'{where}: timestamps must be finite numbers, found ts[{i}] = {float(ts[i])!r} '
-            f'({int(bad.sum())} of {ts.shape[0]} events); drop or repair those events'
-        )
-    decreasing = ts[1:] < ts[:-1]
-    if bool(decreasing.any()):
-        i = int(decreasing.nonzero()[0][0])
-        raise InvalidInputError(
-            f'{where}: events must be sorted by time, but ts[{i}] = {float(ts[i])!r} > '
-            f'ts[{i + 1}] = {float(ts[i + 1])!r}; sort all four arrays by a stable argsort of ts'
-        )
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0][0])
+            raise InvalidInputError(
+                f'{where}: timestamps must be finite numbers, found ts[{i}] = {float(ts[i])!r} '
+                f'({int(bad.sum())} of {ts.shape[0]} events); drop or repair those events'
+            )
+    i = int((ts[1:] < ts[:-1]).nonzero()[0][0])
+    raise InvalidInputError(
+        f'{where}: events must be sorted by time, but ts[{i}] = {float(ts[i])!r} > '
+        f'ts[{i + 1}] = {float(ts[i + 1])!r}; sort all four arrays by a stable argsort of ts'
+    )
 
 
 def check_coordinates(where: str, xs: Array, ys: Array, sensor_size: tuple[int, int]) -> None:
@@ -72,7 +86,7 @@ def check_coordinates(where: str, xs: Array, ys: Array, sensor_size: tuple[int, 
         return
     height, width = sensor_size
     for name, values, size, size_name in (('xs', xs, width, 'W'), ('ys', ys, height, 'H')):
-        low, high = float(values.min()), float(values.max())
+        low, high = _min_max(values)
         if not (low >= 0 and high < size):  # written so that NaN fails
             raise InvalidInputError(
                 f'{where}: {name} must lie in [0, {size_name}) = [0, {size}) for sensor size (H, W) = '
@@ -92,7 +106,7 @@ def check_polarity(ops: ArrayOps, where: str, ps: Array) -> None:
     """Polarities in {0, 1} or in {-1, +1} (bool passes); a mix of 0 and -1 is refused."""
     if ps.dtype in (np.bool_, torch.bool) or ops.numel(ps) == 0:
         return
-    low, high = float(ps.min()), float(ps.max())
+    low, high = _min_max(ps)
     # Integers within [-1, 1] can only be -1, 0 or 1; floats need the exact test.
     valid = low >= -1 and high <= 1 and (not _is_floating(ps) or bool(((ps == 1) | (ps == 0) | (ps == -1)).all()))
     if not valid:
