@@ -30,10 +30,7 @@ def event_mask(voxel: Any) -> Any:
         ValueError: if ``voxel`` is not 3-D.
         TypeError: if it is neither a numpy array nor a torch tensor.
     """
-    if not isinstance(voxel, (np.ndarray, torch.Tensor)):
-        raise TypeError(f'event_mask: expected a numpy array or torch tensor, got {type(voxel).__name__}')
-    if voxel.ndim != 3:
-        raise ValueError(f'event_mask: expected a (C, H, W) event tensor, got shape {tuple(voxel.shape)}')
+    _check_voxel('event_mask', voxel)
     active = (voxel != 0).any(0)
     active = active.cpu().numpy() if isinstance(voxel, torch.Tensor) else active
     closed = cv2.morphologyEx(active.astype(np.uint8) * 255, cv2.MORPH_CLOSE, _CLOSING_KERNEL, iterations=1)
@@ -54,9 +51,14 @@ def nonzero_mask(voxel: Any) -> Any:
         ValueError: if ``voxel`` is not 3-D.
         TypeError: if it is neither a numpy array nor a torch tensor.
     """
-    if not isinstance(voxel, (np.ndarray, torch.Tensor)):
-        raise TypeError(f'nonzero_mask: expected a numpy array or torch tensor, got {type(voxel).__name__}')
-    if voxel.ndim != 3:
-        raise ValueError(f'nonzero_mask: expected a (C, H, W) event tensor, got shape {tuple(voxel.shape)}')
+    _check_voxel('nonzero_mask', voxel)
     active = voxel.sum(0) != 0
     return active.to(torch.uint8) * 255 if isinstance(voxel, torch.Tensor) else active.astype(np.uint8) * 255
+
+
+def _check_voxel(caller: str, voxel: Any) -> None:
+    """A mask's input must be a (C, H, W) numpy array or torch tensor (TypeError / ValueError otherwise)."""
+    if not isinstance(voxel, (np.ndarray, torch.Tensor)):
+        raise TypeError(f'{caller}: expected a numpy array or torch tensor, got {type(voxel).__name__}')
+    if voxel.ndim != 3:
+        raise ValueError(f'{caller}: expected a (C, H, W) event tensor, got shape {tuple(voxel.shape)}')
